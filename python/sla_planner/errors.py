@@ -1,0 +1,51 @@
+"""One exception hierarchy for sla-planner. Native code raises these classes too."""
+
+from __future__ import annotations
+
+__all__ = [
+    "SlaPlannerError",
+    "ConfigError",
+    "ProfileDataError",
+    "TraceFormatError",
+    "PredictorError",
+    "KernelError",
+    "FpmDecodeError",
+    "InfeasibleBudgetError",
+]
+
+
+class SlaPlannerError(Exception):
+    """Base class of every error sla-planner raises on purpose."""
+
+
+class ConfigError(SlaPlannerError, ValueError):
+    """A PlannerConfig field, file or override is invalid; the message names the field and rule."""
+
+
+class InfeasibleBudgetError(ConfigError):
+    """The minimum footprint (min_endpoint x GPUs per engine, every pool) exceeds max_gpu_budget."""
+
+
+class ProfileDataError(SlaPlannerError, ValueError):
+    """A profiling file is missing or malformed; the message names the file and the array."""
+
+
+class TraceFormatError(SlaPlannerError, ValueError):
+    """A trace line is malformed; the message names the file and the line number."""
+
+    def __init__(self, message: str, *, path: str | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+        self.line = line
+
+
+class PredictorError(SlaPlannerError, ValueError):
+    """A load predictor was configured or used incorrectly."""
+
+
+class KernelError(SlaPlannerError, ValueError):
+    """A compiled or reference kernel was given inputs it cannot accept (shape, dtype, range)."""
+
+
+class FpmDecodeError(SlaPlannerError, ValueError):
+    """A ForwardPassMetrics payload could not be decoded or failed validation."""

@@ -1,0 +1,1 @@
+"""Profiling data and performance models."""

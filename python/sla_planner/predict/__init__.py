@@ -1,0 +1,1 @@
+"""Load predictors: constant, linear, kalman, arima, prophet; warm-up from traces."""

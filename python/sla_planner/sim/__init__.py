@@ -1,0 +1,1 @@
+"""Simulated engines and cluster, trace readers, frontend metrics emulator."""
