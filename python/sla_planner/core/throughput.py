@@ -1,0 +1,427 @@
+"""Throughput-based planning from profiling data (pure: no I/O, no clock).
+
+For a forecast of N requests in the next interval of T seconds with mean ISL and OSL tokens:
+
+* prefill  = ceil(N*ISL/T * min(1, cf_p) / thpt_prefill_per_gpu(ISL) / prefill_engine_num_gpu)
+* decode   = ceil(N*OSL/T / best_decode_thpt_per_gpu(itl / cf_d, ISL + OSL/2) / decode_engine_num_gpu)
+* agg      = ceil(prefill_share + decode_share): an aggregated engine time-shares both phases, so
+  the engines needed are the sum of the fractions of an engine each phase keeps busy.
+
+Every pool is at least ``min_endpoint``; the GPU budget is applied last (see :mod:`.budget`).
+``cf_p`` is capped at 1: a TTFT above the model's is mostly queueing, which this formula cannot
+see, while one below it means the engines really are faster than profiled.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+from ..types import (
+    BudgetAction,
+    CorrectionStatus,
+    ObservedTraffic,
+    Pool,
+    ThroughputReason,
+    TrafficForecast,
+)
+from .budget import BudgetResult, fit_disagg_to_budget, fit_pool_to_budget
+
+__all__ = [
+    "PrefillPerf",
+    "DecodePerf",
+    "DecodePoint",
+    "ThroughputSettings",
+    "Correction",
+    "PoolProposal",
+    "ThroughputPlan",
+    "prefill_correction",
+    "decode_correction",
+    "plan_throughput",
+]
+
+# A replica count that is an integer up to float noise (2.0000000000000004) is that integer.
+_CEIL_SLACK = 1e-9
+
+
+class PrefillPerf(Protocol):
+    """What the planner needs from a prefill performance model."""
+
+    def ttft_ms(self, isl: float) -> float: ...
+
+    def thpt_per_gpu(self, isl: float) -> float: ...
+
+
+class DecodePoint(Protocol):
+    """An operating point on the decode profile."""
+
+    thpt_per_gpu: float
+    kv_usage: float
+    itl_ms: float
+    meets_target: bool
+
+
+class DecodePerf(Protocol):
+    """What the planner needs from a decode performance model."""
+
+    def best_throughput_per_gpu(self, itl_target_ms: float, context_length: float) -> DecodePoint: ...
+
+    def itl_at_concurrency(self, concurrency_per_engine: float, context_length: float) -> float: ...
+
+
+@dataclass(frozen=True)
+class ThroughputSettings:
+    """The configuration the throughput planner reads (a projection of PlannerConfig)."""
+
+    mode: str = "disagg"
+    min_endpoint: int = 1
+    max_gpu_budget: int = 128
+    prefill_engine_num_gpu: int = 1
+    decode_engine_num_gpu: int = 1
+    itl_ms: float = 30.0
+    correction: CorrectionStatus = CorrectionStatus.APPLIED
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> ThroughputSettings:
+        """Project a PlannerConfig (or any object with the same attribute names)."""
+        if cfg.no_correction:
+            correction = CorrectionStatus.DISABLED
+        elif cfg.enable_load_scaling:
+            correction = CorrectionStatus.LOAD_SCALING_ON
+        else:
+            correction = CorrectionStatus.APPLIED
+        return cls(
+            mode=cfg.mode,
+            min_endpoint=cfg.min_endpoint,
+            max_gpu_budget=cfg.max_gpu_budget,
+            prefill_engine_num_gpu=cfg.prefill_engine_num_gpu,
+            decode_engine_num_gpu=cfg.decode_engine_num_gpu,
+            itl_ms=cfg.itl,
+            correction=correction,
+        )
+
+    def pools(self) -> tuple[Pool, ...]:
+        """The pools this mode has."""
+        return {
+            "disagg": (Pool.PREFILL, Pool.DECODE),
+            "prefill": (Pool.PREFILL,),
+            "decode": (Pool.DECODE,),
+            "agg": (Pool.AGG,),
+        }[self.mode]
+
+
+@dataclass(frozen=True)
+class Correction:
+    """A correction factor (observed / expected latency), or why there is none."""
+
+    factor: float | None
+    status: CorrectionStatus
+    observed_ms: float | None = None
+    expected_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class PoolProposal:
+    """The replica count one pool needs before the budget, with the numbers behind it."""
+
+    pool: Pool
+    replicas: int | None
+    reason: ThroughputReason
+    raw_replicas: float | None = None
+    demand_tokens_per_s: dict[str, float] = field(default_factory=dict)
+    capacity_tokens_per_s_per_gpu: dict[str, float] = field(default_factory=dict)
+    engine_num_gpu: int = 1
+    itl_target_ms: float | None = None
+    context_length: float | None = None
+    decode_kv_usage: float | None = None
+    decode_itl_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class ThroughputPlan:
+    """Replica targets per pool (None when holding), proposals, corrections and the budget step."""
+
+    replicas: dict[Pool, int] | None
+    proposals: dict[Pool, PoolProposal]
+    corrections: dict[Pool, Correction]
+    budget: BudgetResult | None
+    forecast: TrafficForecast
+
+    @property
+    def reasons(self) -> list[str]:
+        """Closed-set reasons, one per pool plus the budget action."""
+        out = [f"{p.pool.value}:{p.reason.value}" for p in self.proposals.values()]
+        if self.budget is not None:
+            out.append(f"budget:{self.budget.action.value}")
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary; pools the mode lacks are None."""
+
+        def plain(obj: Any) -> Any:
+            if isinstance(obj, dict):
+                return {(k.value if isinstance(k, Pool) else k): plain(v) for k, v in obj.items()}
+            if isinstance(obj, (Pool, ThroughputReason, BudgetAction, CorrectionStatus)):
+                return obj.value
+            return obj
+
+        def replicas_of(pool: Pool) -> int | None:
+            return None if self.replicas is None else self.replicas.get(pool)
+
+        return {
+            "prefill_replicas": replicas_of(Pool.PREFILL),
+            "decode_replicas": replicas_of(Pool.DECODE),
+            "agg_replicas": replicas_of(Pool.AGG),
+            "reasons": self.reasons,
+            "forecast": asdict(self.forecast),
+            "proposals": {p.value: plain(asdict(v)) for p, v in self.proposals.items()},
+            "corrections": {p.value: plain(asdict(v)) for p, v in self.corrections.items()},
+            "budget": None if self.budget is None else plain(asdict(self.budget)),
+        }
+
+
+def _usable(*values: float | None) -> bool:
+    return all(v is not None and math.isfinite(v) and v > 0.0 for v in values)
+
+
+def _ratio(observed: float, expected: float, skip: CorrectionStatus) -> Correction:
+    if skip is not CorrectionStatus.APPLIED:
+        return Correction(None, skip, observed, expected)
+    if not _usable(expected):
+        return Correction(None, CorrectionStatus.NON_POSITIVE, observed, expected)
+    factor = observed / expected
+    if not _usable(factor):
+        return Correction(None, CorrectionStatus.NON_POSITIVE, observed, expected)
+    return Correction(factor, CorrectionStatus.APPLIED, observed, expected)
+
+
+def prefill_correction(
+    observed: ObservedTraffic, model: PrefillPerf, settings: ThroughputSettings
+) -> Correction:
+    """cf_p = observed TTFT / the model's TTFT at the observed ISL."""
+    if settings.correction is not CorrectionStatus.APPLIED:
+        return Correction(None, settings.correction)
+    if not _usable(observed.ttft_ms, observed.isl):
+        return Correction(None, CorrectionStatus.MISSING_INPUT, observed.ttft_ms)
+    assert observed.ttft_ms is not None and observed.isl is not None
+    return _ratio(observed.ttft_ms, model.ttft_ms(observed.isl), CorrectionStatus.APPLIED)
+
+
+def decode_correction(
+    observed: ObservedTraffic,
+    model: DecodePerf,
+    settings: ThroughputSettings,
+    decode_replicas: int | None,
+    interval_s: float,
+) -> Correction:
+    """cf_d = observed ITL / the model's ITL at the observed per-engine concurrency and context.
+
+    Concurrency per engine = requests * mean request duration / interval / decode replicas
+    (Little's law); context = ISL + OSL / 2.
+    """
+    if settings.correction is not CorrectionStatus.APPLIED:
+        return Correction(None, settings.correction)
+    if not _usable(
+        observed.itl_ms,
+        observed.num_req,
+        observed.request_duration_s,
+        observed.isl,
+        interval_s,
+    ) or not decode_replicas or decode_replicas <= 0 or observed.osl is None or not (
+        math.isfinite(observed.osl) and observed.osl >= 0.0
+    ):
+        return Correction(None, CorrectionStatus.MISSING_INPUT, observed.itl_ms)
+    assert observed.itl_ms is not None and observed.num_req is not None
+    assert observed.request_duration_s is not None and observed.isl is not None
+    concurrency = observed.num_req * observed.request_duration_s / interval_s / decode_replicas
+    context = observed.isl + observed.osl / 2.0
+    expected = model.itl_at_concurrency(concurrency, context)
+    return _ratio(observed.itl_ms, expected, CorrectionStatus.APPLIED)
+
+
+def _replicas(raw: float, min_endpoint: int, idle: bool) -> tuple[int, ThroughputReason]:
+    if idle:
+        return min_endpoint, ThroughputReason.IDLE_FORECAST
+    needed = max(0, math.ceil(raw - _CEIL_SLACK))
+    if needed < min_endpoint:
+        return min_endpoint, ThroughputReason.MIN_ENDPOINT_FLOOR
+    return needed, ThroughputReason.SIZED_FROM_FORECAST
+
+
+def _prefill_share(
+    forecast: TrafficForecast, model: PrefillPerf, cf: Correction
+) -> tuple[float, float, float]:
+    """(demand tokens/s after correction, capacity tokens/s/GPU, demand before correction)."""
+    demand = forecast.num_req * forecast.isl / forecast.interval_s
+    factor = min(1.0, cf.factor) if cf.factor is not None else 1.0
+    return demand * factor, model.thpt_per_gpu(forecast.isl), demand
+
+
+def _decode_point(
+    forecast: TrafficForecast, model: DecodePerf, cf: Correction, settings: ThroughputSettings
+) -> tuple[float, float, DecodePoint]:
+    target = settings.itl_ms / cf.factor if cf.factor is not None else settings.itl_ms
+    context = forecast.isl + forecast.osl / 2.0
+    return target, context, model.best_throughput_per_gpu(target, context)
+
+
+def _propose_prefill(
+    forecast: TrafficForecast, model: PrefillPerf, cf: Correction, settings: ThroughputSettings
+) -> PoolProposal:
+    demand, capacity, uncorrected = _prefill_share(forecast, model, cf)
+    gpus = settings.prefill_engine_num_gpu
+    raw = demand / capacity / gpus
+    replicas, reason = _replicas(raw, settings.min_endpoint, forecast.num_req == 0)
+    return PoolProposal(
+        Pool.PREFILL,
+        replicas,
+        reason,
+        raw_replicas=raw,
+        demand_tokens_per_s={"prefill": uncorrected, "prefill_corrected": demand},
+        capacity_tokens_per_s_per_gpu={"prefill": capacity},
+        engine_num_gpu=gpus,
+    )
+
+
+def _propose_decode(
+    forecast: TrafficForecast, model: DecodePerf, cf: Correction, settings: ThroughputSettings
+) -> PoolProposal:
+    target, context, point = _decode_point(forecast, model, cf, settings)
+    demand = forecast.num_req * forecast.osl / forecast.interval_s
+    gpus = settings.decode_engine_num_gpu
+    raw = demand / point.thpt_per_gpu / gpus
+    replicas, reason = _replicas(raw, settings.min_endpoint, forecast.num_req == 0)
+    if not point.meets_target and reason is ThroughputReason.SIZED_FROM_FORECAST:
+        reason = ThroughputReason.ITL_TARGET_UNREACHABLE
+    return PoolProposal(
+        Pool.DECODE,
+        replicas,
+        reason,
+        raw_replicas=raw,
+        demand_tokens_per_s={"decode": demand},
+        capacity_tokens_per_s_per_gpu={"decode": point.thpt_per_gpu},
+        engine_num_gpu=gpus,
+        itl_target_ms=target,
+        context_length=context,
+        decode_kv_usage=point.kv_usage,
+        decode_itl_ms=point.itl_ms,
+    )
+
+
+def _propose_agg(
+    forecast: TrafficForecast,
+    prefill_model: PrefillPerf,
+    decode_model: DecodePerf,
+    cf_p: Correction,
+    cf_d: Correction,
+    settings: ThroughputSettings,
+) -> PoolProposal:
+    p_demand, p_capacity, p_uncorrected = _prefill_share(forecast, prefill_model, cf_p)
+    target, context, point = _decode_point(forecast, decode_model, cf_d, settings)
+    d_demand = forecast.num_req * forecast.osl / forecast.interval_s
+    gpus = settings.decode_engine_num_gpu
+    raw = p_demand / (p_capacity * gpus) + d_demand / (point.thpt_per_gpu * gpus)
+    replicas, reason = _replicas(raw, settings.min_endpoint, forecast.num_req == 0)
+    if not point.meets_target and reason is ThroughputReason.SIZED_FROM_FORECAST:
+        reason = ThroughputReason.ITL_TARGET_UNREACHABLE
+    return PoolProposal(
+        Pool.AGG,
+        replicas,
+        reason,
+        raw_replicas=raw,
+        demand_tokens_per_s={
+            "prefill": p_uncorrected,
+            "prefill_corrected": p_demand,
+            "decode": d_demand,
+        },
+        capacity_tokens_per_s_per_gpu={"prefill": p_capacity, "decode": point.thpt_per_gpu},
+        engine_num_gpu=gpus,
+        itl_target_ms=target,
+        context_length=context,
+        decode_kv_usage=point.kv_usage,
+        decode_itl_ms=point.itl_ms,
+    )
+
+
+def plan_throughput(
+    forecast: TrafficForecast,
+    settings: ThroughputSettings,
+    prefill_model: PrefillPerf | None,
+    decode_model: DecodePerf | None,
+    observed: ObservedTraffic | None = None,
+    current_decode_replicas: int | None = None,
+) -> ThroughputPlan:
+    """Size every pool of the mode for the forecast, then apply the GPU budget.
+
+    An untrustworthy forecast (non-finite or negative numbers) holds: ``replicas`` is None and every
+    pool's reason is ``unknown_traffic``. Missing models for a pool the mode needs is a ValueError.
+    """
+    pools = settings.pools()
+    needs_prefill = Pool.PREFILL in pools or Pool.AGG in pools
+    needs_decode = Pool.DECODE in pools or Pool.AGG in pools
+    if needs_prefill and prefill_model is None:
+        raise ValueError(f"mode {settings.mode!r} needs a prefill performance model")
+    if needs_decode and decode_model is None:
+        raise ValueError(f"mode {settings.mode!r} needs a decode performance model")
+
+    if not forecast.is_trustworthy():
+        hold = {p: PoolProposal(p, None, ThroughputReason.UNKNOWN_TRAFFIC) for p in pools}
+        return ThroughputPlan(None, hold, {}, None, forecast)
+
+    obs = observed or ObservedTraffic()
+    corrections: dict[Pool, Correction] = {}
+    if needs_prefill:
+        assert prefill_model is not None
+        corrections[Pool.PREFILL] = prefill_correction(obs, prefill_model, settings)
+    if needs_decode:
+        assert decode_model is not None
+        corrections[Pool.DECODE] = decode_correction(
+            obs, decode_model, settings, current_decode_replicas, forecast.interval_s
+        )
+
+    proposals: dict[Pool, PoolProposal] = {}
+    if Pool.PREFILL in pools:
+        assert prefill_model is not None
+        proposals[Pool.PREFILL] = _propose_prefill(
+            forecast, prefill_model, corrections[Pool.PREFILL], settings
+        )
+    if Pool.DECODE in pools:
+        assert decode_model is not None
+        proposals[Pool.DECODE] = _propose_decode(
+            forecast, decode_model, corrections[Pool.DECODE], settings
+        )
+    if Pool.AGG in pools:
+        assert prefill_model is not None and decode_model is not None
+        proposals[Pool.AGG] = _propose_agg(
+            forecast,
+            prefill_model,
+            decode_model,
+            corrections[Pool.PREFILL],
+            corrections[Pool.DECODE],
+            settings,
+        )
+
+    if settings.mode == "disagg":
+        prefill = proposals[Pool.PREFILL].replicas
+        decode = proposals[Pool.DECODE].replicas
+        assert prefill is not None and decode is not None
+        budget = fit_disagg_to_budget(
+            prefill,
+            decode,
+            settings.prefill_engine_num_gpu,
+            settings.decode_engine_num_gpu,
+            settings.min_endpoint,
+            settings.max_gpu_budget,
+        )
+    else:
+        (pool,) = pools
+        replicas = proposals[pool].replicas
+        assert replicas is not None
+        gpus = (
+            settings.prefill_engine_num_gpu if pool is Pool.PREFILL else settings.decode_engine_num_gpu
+        )
+        budget = fit_pool_to_budget(
+            pool, replicas, gpus, settings.min_endpoint, settings.max_gpu_budget
+        )
+    return ThroughputPlan(dict(budget.replicas), proposals, corrections, budget, forecast)

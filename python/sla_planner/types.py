@@ -1,0 +1,87 @@
+"""Value types shared across the planner: pools, forecasts, and the closed sets of reasons."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import Enum
+
+__all__ = [
+    "Pool",
+    "ThroughputReason",
+    "BudgetAction",
+    "CorrectionStatus",
+    "TrafficForecast",
+    "ObservedTraffic",
+]
+
+
+class Pool(str, Enum):
+    """An engine pool the planner sizes."""
+
+    PREFILL = "prefill"
+    DECODE = "decode"
+    AGG = "agg"
+
+
+class ThroughputReason(str, Enum):
+    """Why a throughput-based proposal for one pool is what it is."""
+
+    SIZED_FROM_FORECAST = "sized_from_forecast"
+    MIN_ENDPOINT_FLOOR = "min_endpoint_floor"
+    IDLE_FORECAST = "idle_forecast"
+    ITL_TARGET_UNREACHABLE = "itl_target_unreachable"
+    UNKNOWN_TRAFFIC = "unknown_traffic"
+
+
+class BudgetAction(str, Enum):
+    """What the GPU budget did to the proposals."""
+
+    WITHIN_BUDGET = "within_budget"
+    SCALED_DOWN_TO_BUDGET = "scaled_down_to_budget"
+
+
+class CorrectionStatus(str, Enum):
+    """Whether a correction factor was applied, and if not, why."""
+
+    APPLIED = "applied"
+    DISABLED = "disabled"
+    LOAD_SCALING_ON = "load_scaling_on"
+    MISSING_INPUT = "missing_input"
+    NON_POSITIVE = "non_positive"
+
+
+def _finite_non_negative(value: float | None) -> bool:
+    return value is not None and math.isfinite(value) and value >= 0.0
+
+
+@dataclass(frozen=True)
+class TrafficForecast:
+    """Expected traffic in the next interval: request count, mean ISL and OSL (tokens)."""
+
+    num_req: float
+    isl: float
+    osl: float
+    interval_s: float
+
+    def is_trustworthy(self) -> bool:
+        """All numbers finite and non-negative, interval positive."""
+        return (
+            _finite_non_negative(self.num_req)
+            and _finite_non_negative(self.isl)
+            and _finite_non_negative(self.osl)
+            and math.isfinite(self.interval_s)
+            and self.interval_s > 0.0
+        )
+
+
+@dataclass(frozen=True)
+class ObservedTraffic:
+    """What the frontend reported over the last interval; None means unknown."""
+
+    num_req: float | None = None
+    isl: float | None = None
+    osl: float | None = None
+    ttft_ms: float | None = None
+    itl_ms: float | None = None
+    request_duration_s: float | None = None
