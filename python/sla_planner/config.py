@@ -1,0 +1,495 @@
+"""PlannerConfig: the one source of truth for planner settings, with loading and validation.
+
+Precedence, lowest to highest: field defaults < ``--config`` (file or inline JSON) < environment
+variables (:data:`ENV_VARS`) < explicit overrides (CLI flags). Every validation failure is raised as
+:class:`~sla_planner.errors.ConfigError` listing ``field: message`` for every problem found; an
+infeasible minimum GPU footprint is the subclass :class:`~sla_planner.errors.InfeasibleBudgetError`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any, Literal, NamedTuple, NoReturn, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from .config_cli import (
+    ENV_VARS,
+    add_config_arguments,
+    config_from_args,
+    read_config_file,
+    read_config_value,
+    read_env,
+    read_inline_json,
+)
+from .errors import ConfigError, InfeasibleBudgetError
+
+__all__ = [
+    "ENV_VARS",
+    "EASY_TARGETS",
+    "PlannerConfig",
+    "PoolName",
+    "add_config_arguments",
+    "config_from_args",
+]
+
+logger = logging.getLogger(__name__)
+
+PoolName = Literal["prefill", "decode", "agg"]
+
+#: Optimisation targets served by static queue / KV thresholds: they force load-based scaling.
+EASY_TARGETS: frozenset[str] = frozenset({"throughput", "latency"})
+
+_POOLS_BY_MODE: Mapping[str, tuple[PoolName, ...]] = {
+    "disagg": ("prefill", "decode"),
+    "prefill": ("prefill",),
+    "decode": ("decode",),
+    "agg": ("agg",),
+}
+
+_RULES_ERROR = "planner_config_rules"
+
+_DEFAULT_PROMETHEUS = (
+    "http://prometheus-kube-prometheus-prometheus.monitoring.svc.cluster.local:9090"
+)
+
+
+class _Problem(NamedTuple):
+    message: str
+    infeasible_budget: bool = False
+
+
+def _footprint(
+    mode: str, min_endpoint: int, prefill_gpus: int, decode_gpus: int
+) -> tuple[int, str]:
+    """Minimum GPUs for ``min_endpoint`` engines in every pool of ``mode``, with the arithmetic."""
+    if mode == "disagg":
+        total = min_endpoint * (prefill_gpus + decode_gpus)
+        return total, (
+            f"min_endpoint * (prefill_engine_num_gpu + decode_engine_num_gpu) = "
+            f"{min_endpoint} * ({prefill_gpus} + {decode_gpus}) = {total}"
+        )
+    if mode == "prefill":
+        total = min_endpoint * prefill_gpus
+        arithmetic = f"min_endpoint * prefill_engine_num_gpu = {min_endpoint} * {prefill_gpus}"
+        return total, f"{arithmetic} = {total}"
+    total = min_endpoint * decode_gpus
+    arithmetic = f"min_endpoint * decode_engine_num_gpu = {min_endpoint} * {decode_gpus}"
+    return total, f"{arithmetic} = {total}"
+
+
+def _cross_field_problems(values: Mapping[str, Any], invalid: frozenset[str]) -> list[_Problem]:
+    """Rules spanning several fields; a rule that reads a field in ``invalid`` is skipped."""
+
+    def usable(*names: str) -> bool:
+        return not invalid.intersection(names)
+
+    problems: list[_Problem] = []
+    throughput_on = values["enable_throughput_scaling"]
+    load_on = values["enable_load_scaling"]
+    if usable("optimization_target") and values["optimization_target"] in EASY_TARGETS:
+        throughput_on, load_on = False, True
+    modes_known = usable("optimization_target", "enable_throughput_scaling", "enable_load_scaling")
+    if modes_known and not (throughput_on or load_on):
+        problems.append(
+            _Problem(
+                "enable_throughput_scaling, enable_load_scaling: at least one scaling mode must be "
+                "on (both are false)"
+            )
+        )
+    if (
+        modes_known
+        and throughput_on
+        and load_on
+        and usable("load_adjustment_interval", "throughput_adjustment_interval")
+        and values["load_adjustment_interval"] >= values["throughput_adjustment_interval"]
+    ):
+        problems.append(
+            _Problem(
+                "load_adjustment_interval, throughput_adjustment_interval: with both scaling modes "
+                f"on, load_adjustment_interval ({values['load_adjustment_interval']} s) must be "
+                f"strictly less than throughput_adjustment_interval "
+                f"({values['throughput_adjustment_interval']} s)"
+            )
+        )
+    if (
+        usable("environment", "global_planner_namespace")
+        and values["environment"] == "global-planner"
+        and not values["global_planner_namespace"]
+    ):
+        problems.append(
+            _Problem("global_planner_namespace: required when environment is 'global-planner'")
+        )
+    budget_fields = ("mode", "min_endpoint", "prefill_engine_num_gpu", "decode_engine_num_gpu")
+    if usable(*budget_fields, "max_gpu_budget"):
+        total, arithmetic = _footprint(*(values[name] for name in budget_fields))
+        if total > values["max_gpu_budget"]:
+            problems.append(
+                _Problem(
+                    f"max_gpu_budget: minimum footprint in mode {values['mode']!r} is {arithmetic} "
+                    f"GPUs, which exceeds max_gpu_budget={values['max_gpu_budget']}",
+                    infeasible_budget=True,
+                )
+            )
+    return problems
+
+
+def _describe_error(error: Mapping[str, Any], sources: Mapping[str, str]) -> str:
+    """One ``field: message (got value) [from source]`` line for a pydantic field error."""
+    field = ".".join(str(part) for part in error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        close = difflib.get_close_matches(field, PlannerConfig.model_fields, n=1)
+        message = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
+    elif kind == "literal_error":
+        message = f"must be one of {error['ctx']['expected']}; got {error['input']!r}"
+    else:
+        message = f"{str(error['msg']).removeprefix('Value error, ')} (got {error['input']!r})"
+    source = sources.get(str(error["loc"][0])) if error["loc"] else None
+    return f"{field}: {message}" + (f" [from {source}]" if source else "")
+
+
+def _raise_config_error(problems: list[_Problem]) -> NoReturn:
+    """One ConfigError listing every problem; InfeasibleBudgetError if the footprint is one."""
+    count = f" ({len(problems)} problems)" if len(problems) > 1 else ""
+    message = f"invalid PlannerConfig{count}:\n  " + "\n  ".join(p.message for p in problems)
+    if any(problem.infeasible_budget for problem in problems):
+        raise InfeasibleBudgetError(message)
+    raise ConfigError(message)
+
+
+class PlannerConfig(BaseModel):
+    """Every planner setting, validated; build with :meth:`from_sources` to apply env and CLI."""
+
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False
+    )
+
+    # scaling modes and targets
+    enable_throughput_scaling: bool = Field(
+        True, description="Size pools from profiling data and predicted traffic."
+    )
+    enable_load_scaling: bool = Field(
+        False, description="Scale on live engine load (forward-pass metrics)."
+    )
+    optimization_target: Literal["throughput", "latency", "sla"] = Field(
+        "throughput",
+        description="'sla' plans for the ttft/itl targets; 'throughput' and 'latency' use static "
+        "queue/KV thresholds and force load-based scaling only.",
+    )
+    mode: Literal["disagg", "prefill", "decode", "agg"] = Field(
+        "disagg", description="Pools to plan: prefill+decode, one of them, or one aggregated pool."
+    )
+    backend: Literal["vllm", "sglang", "trtllm", "mocker"] = Field(
+        "vllm", description="Inference engine backend serving the pools."
+    )
+    environment: Literal["kubernetes", "virtual", "global-planner"] = Field(
+        "kubernetes", description="Where scaling decisions are applied."
+    )
+    namespace: str = Field(
+        "dynamo", min_length=1, description="Deployment namespace (env DYN_NAMESPACE)."
+    )
+    dgd_name: str | None = Field(
+        None,
+        min_length=1,
+        description="Parent graph deployment resource name (env DYN_PARENT_DGD_K8S_NAME).",
+    )
+    global_planner_namespace: str | None = Field(
+        None,
+        min_length=1,
+        description="Namespace of the global planner; required for environment global-planner.",
+    )
+    model_name: str | None = Field(
+        None, min_length=1, description="Served model name used to filter frontend metrics."
+    )
+    # intervals, floors and budget
+    throughput_adjustment_interval: int = Field(
+        60, gt=0, description="Seconds between throughput-based decisions (the traffic window)."
+    )
+    load_adjustment_interval: int = Field(
+        10, gt=0, description="Seconds between load-based decisions."
+    )
+    min_endpoint: int = Field(1, ge=1, description="Minimum number of engines in every pool.")
+    max_gpu_budget: int = Field(128, ge=1, description="Maximum GPUs across all pools.")
+    prefill_engine_num_gpu: int = Field(1, ge=1, description="GPUs per prefill engine.")
+    decode_engine_num_gpu: int = Field(
+        1, ge=1, description="GPUs per decode engine (also per engine of the aggregated pool)."
+    )
+    # SLA targets and the request shape assumed until one is observed
+    ttft: float = Field(2000.0, gt=0, description="Time-to-first-token target in ms.")
+    itl: float = Field(30.0, gt=0, description="Inter-token latency target in ms.")
+    isl: float = Field(
+        3000.0, gt=0, description="Input sequence length in tokens, assumed when unobserved."
+    )
+    osl: float = Field(
+        150.0, gt=0, description="Output sequence length in tokens, assumed when unobserved."
+    )
+    no_correction: bool = Field(
+        False, description="Disable correction factors from observed vs. profiled TTFT/ITL."
+    )
+    profile_results_dir: str | None = Field(
+        None,
+        min_length=1,
+        description="Directory of profiling results; 'builtin:example' names the bundled profile.",
+    )
+    # load-based scaling
+    load_learning_window: int = Field(
+        120, gt=0, description="Seconds of forward-pass metrics the load regression learns from."
+    )
+    load_scaling_down_sensitivity: int = Field(
+        80,
+        ge=0,
+        le=100,
+        description="Percent of the SLA every engine must be under before a scale-down (0..100).",
+    )
+    load_scale_down_patience: int = Field(
+        3, ge=1, description="Consecutive load intervals that must agree before a scale-down."
+    )
+    load_metric_samples: int = Field(
+        10, ge=1, description="Forward-pass metric samples averaged per engine per load interval."
+    )
+    load_min_observations: int = Field(
+        5, ge=1, description="Observations needed before the load regression is trusted."
+    )
+    # load prediction
+    load_predictor: Literal["constant", "linear", "kalman", "arima", "prophet"] = Field(
+        "linear", description="Traffic predictor for the next throughput interval."
+    )
+    load_predictor_log1p: bool = Field(
+        True, description="Predict in log1p space, keeping forecasts non-negative."
+    )
+    linear_window_size: int = Field(10, ge=2, description="Points the linear predictor fits.")
+    prophet_window_size: int = Field(300, ge=10, description="Points the prophet predictor keeps.")
+    kalman_q_level: float = Field(0.1, ge=0, description="Kalman process noise of the level.")
+    kalman_q_trend: float = Field(0.01, ge=0, description="Kalman process noise of the trend.")
+    kalman_r: float = Field(1.0, gt=0, description="Kalman measurement noise.")
+    kalman_min_points: int = Field(
+        10, ge=1, description="Observations before the Kalman forecast is used."
+    )
+    load_predictor_warmup_trace: str | None = Field(
+        None, min_length=1, description="Mooncake JSONL trace used to warm up the predictor."
+    )
+    # reporting and observability
+    report_interval_hours: float | None = Field(
+        24.0, gt=0, description="Hours between HTML reports; null disables them."
+    )
+    report_output_dir: str = Field(
+        "./planner_reports", min_length=1, description="Directory HTML reports are written to."
+    )
+    live_dashboard_port: int = Field(
+        8080, ge=0, le=65535, description="Port of the live dashboard; 0 disables it."
+    )
+    metric_pulling_prometheus_endpoint: str = Field(
+        _DEFAULT_PROMETHEUS,
+        description="http(s) URL of the Prometheus traffic is read from (env PROMETHEUS_ENDPOINT).",
+    )
+    metric_reporting_prometheus_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Port serving planner metrics; 0 disables (env PLANNER_PROMETHEUS_PORT).",
+    )
+    throughput_metrics_source: Literal["frontend", "router"] = Field(
+        "frontend", description="Which component's metrics report traffic."
+    )
+    no_operation: bool = Field(
+        False, description="Advisory mode: decide and report, never scale."
+    )
+    log_dir: str | None = Field(None, min_length=1, description="Directory for planner log files.")
+
+    # -- validation ---------------------------------------------------------------------------
+
+    @field_validator("metric_pulling_prometheus_endpoint")
+    @classmethod
+    def _check_http_url(cls, value: str) -> str:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a malformed port
+        except ValueError as exc:
+            raise ValueError(f"must be an http(s) URL: {exc}") from None
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL such as http://prometheus:9090")
+        return value
+
+    @model_validator(mode="after")
+    def _apply_rules(self) -> Self:
+        if self.optimization_target in EASY_TARGETS:
+            self._force_load_scaling()
+        problems = _cross_field_problems(self.__dict__, frozenset())
+        if problems:
+            raise PydanticCustomError(
+                _RULES_ERROR,
+                "{detail}",
+                {
+                    "detail": "; ".join(problem.message for problem in problems),
+                    "problems": tuple(problems),
+                },
+            )
+        return self
+
+    def _force_load_scaling(self) -> None:
+        target = self.optimization_target
+        if self.enable_throughput_scaling or not self.enable_load_scaling:
+            logger.warning(
+                "optimization_target=%r uses static load thresholds: forcing "
+                "enable_load_scaling=True and enable_throughput_scaling=False",
+                target,
+            )
+            self.__dict__["enable_throughput_scaling"] = False
+            self.__dict__["enable_load_scaling"] = True
+        defaults = type(self).model_fields
+        if self.ttft != defaults["ttft"].default or self.itl != defaults["itl"].default:
+            logger.warning(
+                "optimization_target=%r ignores ttft=%s ms and itl=%s ms; set "
+                "optimization_target='sla' to plan for them",
+                target,
+                self.ttft,
+                self.itl,
+            )
+
+    @classmethod
+    def _build(
+        cls,
+        data: Any,
+        sources: Mapping[str, str] | None = None,
+        earlier_problems: list[_Problem] | None = None,
+    ) -> Self:
+        """Validate ``data``; on failure raise ConfigError listing every problem, with sources."""
+        problems = list(earlier_problems or [])
+        try:
+            config: Self = cls.__pydantic_validator__.validate_python(data)
+        except ValidationError as exc:
+            _raise_config_error(problems + cls._explain(exc, data, sources or {}))
+        if problems:
+            _raise_config_error(problems)
+        return config
+
+    @classmethod
+    def _explain(
+        cls, exc: ValidationError, data: Any, sources: Mapping[str, str]
+    ) -> list[_Problem]:
+        """Every problem in ``exc``; if fields failed, also the cross-field rules still usable."""
+        problems: list[_Problem] = []
+        invalid: set[str] = set()
+        rules_ran = False
+        for error in exc.errors(include_url=False):
+            if error["type"] == _RULES_ERROR:
+                rules_ran = True
+                problems.extend(error["ctx"]["problems"])
+                continue
+            problems.append(_Problem(_describe_error(error, sources)))
+            if error["loc"]:
+                invalid.add(str(error["loc"][0]))
+        if not rules_ran and isinstance(data, Mapping):
+            values = {name: info.default for name, info in cls.model_fields.items()}
+            values.update((key, value) for key, value in data.items() if key in values)
+            problems.extend(_cross_field_problems(values, frozenset(invalid)))
+        return problems
+
+    def __init__(self, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            _raise_config_error(type(self)._explain(exc, data, {}))
+
+    # Only wraps BaseModel.__init__, so pydantic may validate without calling it (no custom init).
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        before = dict(self.__dict__)
+        try:
+            super().__setattr__(name, value)
+        except ValidationError as exc:
+            # pydantic has already written the new value; a failed assignment must change nothing
+            self.__dict__.clear()
+            self.__dict__.update(before)
+            _raise_config_error(type(self)._explain(exc, None, {}))
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        """Pydantic's model_validate, raising ConfigError instead of ValidationError."""
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            _raise_config_error(cls._explain(exc, obj, {}))
+
+    # -- loading ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_sources(
+        cls,
+        config_value: str | None,
+        env: Mapping[str, str] | None = None,
+        overrides: Mapping[str, object] | None = None,
+    ) -> Self:
+        """Defaults < ``config_value`` (file / inline JSON) < ``env`` (os.environ) < overrides."""
+        return cls._from_sources(config_value, env, overrides, None)
+
+    @classmethod
+    def _from_sources(
+        cls,
+        config_value: str | None,
+        env: Mapping[str, str] | None,
+        overrides: Mapping[str, object] | None,
+        override_labels: Mapping[str, str] | None,
+    ) -> Self:
+        data: dict[str, object] = {}
+        sources: dict[str, str] = {}
+        if config_value is not None:
+            loaded, label = read_config_value(config_value)
+            data.update(loaded)
+            sources.update((str(key), label) for key in loaded)
+        env_values, env_sources, env_problems = read_env(os.environ if env is None else env)
+        data.update(env_values)
+        sources.update(env_sources)
+        for key, value in (overrides or {}).items():
+            data[key] = value
+            sources[key] = (override_labels or {}).get(key, "override")
+        return cls._build(data, sources, [_Problem(text) for text in env_problems])
+
+    @classmethod
+    def load_file(cls, path: str | os.PathLike[str]) -> Self:
+        """A config from one JSON or YAML file (no environment variables applied)."""
+        data = read_config_file(path)
+        return cls._build(data, {str(key): f"config file {os.fspath(path)}" for key in data})
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        """A config from inline JSON text (no environment variables applied)."""
+        data = read_inline_json(text)
+        return cls._build(data, {str(key): "inline JSON config" for key in data})
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def pools(self) -> tuple[PoolName, ...]:
+        """Pool names present in this mode, prefill first."""
+        return _POOLS_BY_MODE[self.mode]
+
+    def engine_num_gpu(self, pool: str) -> int:
+        """GPUs per engine of ``pool`` ('prefill', 'decode' or 'agg')."""
+        if pool == "prefill":
+            return self.prefill_engine_num_gpu
+        if pool in ("decode", "agg"):
+            return self.decode_engine_num_gpu
+        raise ConfigError(f"pool: unknown pool {pool!r}; expected 'prefill', 'decode' or 'agg'")
+
+    def min_footprint_gpus(self) -> int:
+        """GPUs needed for ``min_endpoint`` engines in every pool of the mode."""
+        total, _ = _footprint(
+            self.mode, self.min_endpoint, self.prefill_engine_num_gpu, self.decode_engine_num_gpu
+        )
+        return total
+
+    def correction_enabled(self) -> bool:
+        """Whether throughput scaling applies correction factors (off with load scaling on)."""
+        return not self.no_correction and not self.enable_load_scaling
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """All fields as JSON-safe values."""
+        return self.model_dump(mode="json")
+

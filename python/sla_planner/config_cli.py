@@ -1,0 +1,315 @@
+"""Where PlannerConfig values come from outside Python: --config, environment, command line.
+
+``--config VALUE`` is a file when VALUE names an existing file (``.json``: JSON; ``.yaml``/``.yml``:
+YAML; other suffixes: JSON, then YAML) and inline JSON otherwise. Every config field has one flag,
+the kebab-case of its name. A boolean ``X`` gets ``--X``/``--no-X``; a boolean ``no_X`` gets
+``--no-X`` (True) and ``--X`` (False), so ``--no-operation`` keeps its long-standing meaning. Flags
+default to ``argparse.SUPPRESS``: only flags the user typed override the file and the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import types
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
+
+import yaml
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    from .config import PlannerConfig
+
+__all__ = [
+    "ENV_VARS",
+    "LEGACY_FLAGS",
+    "add_config_arguments",
+    "config_from_args",
+    "flag_for",
+    "read_config_file",
+    "read_config_value",
+    "read_env",
+    "read_inline_json",
+]
+
+
+def _env_int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError("expected an integer") from None
+
+
+#: Environment variable -> (field, parser). Empty or blank values count as unset.
+ENV_VARS: Mapping[str, tuple[str, Callable[[str], object]]] = {
+    "DYN_NAMESPACE": ("namespace", str),
+    "DYN_PARENT_DGD_K8S_NAME": ("dgd_name", str),
+    "PROMETHEUS_ENDPOINT": ("metric_pulling_prometheus_endpoint", str),
+    "PLANNER_PROMETHEUS_PORT": ("metric_reporting_prometheus_port", _env_int),
+}
+
+#: Older flag spellings still accepted, by field.
+LEGACY_FLAGS: Mapping[str, tuple[str, ...]] = {
+    "throughput_adjustment_interval": ("--adjustment-interval",),
+    "metric_pulling_prometheus_endpoint": ("--prometheus-endpoint",),
+    "metric_reporting_prometheus_port": ("--prometheus-port",),
+}
+
+_NONE_WORDS = frozenset({"none", "null", "off"})
+
+
+# -- --config values --------------------------------------------------------------------------
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that rejects a mapping key given twice instead of keeping the last."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return dict(loader.construct_mapping(node))
+
+
+_UniqueKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
+)
+# YAML 1.1 needs a dot in a float ("2.0e3"); accept the YAML 1.2 / JSON spelling "2e3" as well.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in result:
+            raise ValueError(f"duplicate key {key!r}")
+        result[key] = value
+    return result
+
+
+def _parse_json(text: str, where: str) -> object:
+    try:
+        return json.loads(text, object_pairs_hook=_unique_json_object)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(
+            f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except ValueError as exc:  # duplicate key
+        raise ConfigError(f"{where}: invalid JSON: {exc}") from None
+
+
+def _parse_yaml(text: str, where: str) -> object:
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        position = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{where}: invalid YAML{position}: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: invalid YAML: {exc}") from None
+
+
+def _require_mapping(value: object, where: str) -> dict[str, object]:
+    if not isinstance(value, dict):
+        kind = "nothing (empty document)" if value is None else f"a {type(value).__name__}"
+        raise ConfigError(f"{where}: top level must be a mapping of config fields, got {kind}")
+    return value
+
+
+def read_config_file(path: str | os.PathLike[str]) -> dict[str, object]:
+    """The mapping in a JSON/YAML config file; ConfigError naming the file on any problem."""
+    where = f"config file {os.fspath(path)}"
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{where}: not found") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    suffix = Path(path).suffix.lower()
+    if suffix == ".json":
+        data = _parse_json(text, where)
+    elif suffix in (".yaml", ".yml"):
+        data = _parse_yaml(text, where)
+    else:
+        try:
+            data = _parse_json(text, where)
+        except ConfigError as json_error:
+            try:
+                data = _parse_yaml(text, where)
+            except ConfigError as yaml_error:
+                json_detail = str(json_error).removeprefix(f"{where}: ")
+                yaml_detail = str(yaml_error).removeprefix(f"{where}: ")
+                raise ConfigError(
+                    f"{where}: neither JSON nor YAML: {json_detail}; {yaml_detail}"
+                ) from None
+    return _require_mapping(data, where)
+
+
+def read_inline_json(text: str) -> dict[str, object]:
+    """The mapping in an inline JSON config string."""
+    where = "inline JSON config"
+    return _require_mapping(_parse_json(text, where), where)
+
+
+def _is_file(value: str) -> bool:
+    try:
+        return Path(value).is_file()
+    except (OSError, ValueError):  # name too long, embedded NUL byte
+        return False
+
+
+def read_config_value(value: str) -> tuple[dict[str, object], str]:
+    """The mapping a ``--config`` value names, and a label for error messages.
+
+    An existing file is read by suffix. A value starting with ``{`` or ``[`` is inline JSON; any
+    other value names a file that does not exist.
+    """
+    if _is_file(value):
+        return read_config_file(value), f"config file {value}"
+    if value.lstrip().startswith(("{", "[")):
+        return read_inline_json(value), "inline JSON config"
+    shown = value if len(value) <= 200 else value[:200] + "..."
+    raise ConfigError(f"--config: {shown!r} is neither an existing file nor inline JSON")
+
+
+# -- environment ------------------------------------------------------------------------------
+
+
+def read_env(
+    env: Mapping[str, str],
+) -> tuple[dict[str, object], dict[str, str], list[str]]:
+    """Field values from ``env``: (values, field -> source label, problems naming the variable)."""
+    values: dict[str, object] = {}
+    sources: dict[str, str] = {}
+    problems: list[str] = []
+    for variable, (field, parse) in ENV_VARS.items():
+        raw = env.get(variable)
+        if raw is None or not raw.strip():
+            continue
+        try:
+            values[field] = parse(raw.strip())
+        except ValueError as exc:
+            problems.append(f"{field}: environment variable {variable}={raw!r}: {exc}")
+            continue
+        sources[field] = f"environment variable {variable}"
+    return values, sources, problems
+
+
+# -- command-line flags -----------------------------------------------------------------------
+
+
+def flag_for(field: str) -> str:
+    """The flag of a config field: ``--`` plus the kebab-case name."""
+    return "--" + field.replace("_", "-")
+
+
+def _optional_float(text: str) -> float | None:
+    if text.strip().lower() in _NONE_WORDS:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+class _NegatedBooleanAction(argparse.Action):
+    """For a ``no_X`` field: ``--no-X`` sets it True and ``--X`` sets it False.
+
+    ``argparse.BooleanOptionalAction`` would read ``--no-X`` as False, inverting the legacy flags.
+    """
+
+    def __init__(self, option_strings: list[str], dest: str, **kwargs: Any) -> None:
+        positive = ["--" + option.removeprefix("--no-") for option in option_strings]
+        super().__init__([*option_strings, *positive], dest, nargs=0, **kwargs)
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: object,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, bool(option_string and option_string.startswith("--no-")))
+
+    def format_usage(self) -> str:
+        return " | ".join(self.option_strings)
+
+
+def _help(description: str | None, default: object) -> str:
+    text = f"{description or ''} (default: {json.dumps(default)})"
+    return text.replace("%", "%%")
+
+
+def _argument_kwargs(name: str, annotation: Any) -> dict[str, Any]:
+    """argparse keyword arguments (type/choices/action) for a field and its annotation."""
+    args = get_args(annotation)
+    optional = get_origin(annotation) in (Union, types.UnionType) and type(None) in args
+    base = next(arg for arg in args if arg is not type(None)) if optional else annotation
+    if base is bool:
+        negated = name.startswith("no_")
+        return {"action": _NegatedBooleanAction if negated else argparse.BooleanOptionalAction}
+    if get_origin(base) is Literal:
+        return {"choices": list(get_args(base))}
+    if base is int:
+        return {"type": int, "metavar": "N"}
+    if base is float:
+        if optional:
+            return {"type": _optional_float, "metavar": "X|none"}
+        return {"type": float, "metavar": "X"}
+    if base is str:
+        return {"type": str}
+    raise TypeError(f"no flag type for config annotation {annotation!r}")
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--config`` and one flag per PlannerConfig field (plus legacy spellings)."""
+    from .config import PlannerConfig
+
+    group = parser.add_argument_group(
+        "planner config",
+        "PlannerConfig fields; flags beat environment variables, which beat --config.",
+    )
+    group.add_argument(
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE|JSON",
+        help="PlannerConfig as a .json/.yaml/.yml file or inline JSON.",
+    )
+    for name, info in PlannerConfig.model_fields.items():
+        group.add_argument(
+            flag_for(name),
+            *LEGACY_FLAGS.get(name, ()),
+            dest=name,
+            default=argparse.SUPPRESS,
+            help=_help(info.description, info.default),
+            **_argument_kwargs(name, info.annotation),
+        )
+
+
+def config_from_args(
+    ns: argparse.Namespace, env: Mapping[str, str] | None = None
+) -> PlannerConfig:
+    """The config for parsed arguments: defaults < --config < ``env`` (os.environ) < typed flags."""
+    from .config import PlannerConfig
+
+    fields = PlannerConfig.model_fields
+    overrides = {name: getattr(ns, name) for name in fields if hasattr(ns, name)}
+    labels = {name: f"flag {flag_for(name)}" for name in overrides}
+    return PlannerConfig._from_sources(getattr(ns, "config", None), env, overrides, labels)
