@@ -13,6 +13,8 @@ __all__ = [
     "CorrectionStatus",
     "TrafficForecast",
     "ObservedTraffic",
+    "TickKind",
+    "DecisionReason",
 ]
 
 
@@ -85,3 +87,27 @@ class ObservedTraffic:
     ttft_ms: float | None = None
     itl_ms: float | None = None
     request_duration_s: float | None = None
+
+
+class TickKind(str, Enum):
+    """Which of the planner's loops a tick belongs to."""
+
+    THROUGHPUT = "throughput"
+    LOAD = "load"
+
+
+class DecisionReason(str, Enum):
+    """Why a tick's decision is what it is (the closed set shared by logs, metrics and reports)."""
+
+    SCALE_UP = "scale_up"
+    SCALE_DOWN = "scale_down"
+    REBALANCE = "rebalance"
+    NO_CHANGE = "no_change"
+    UNKNOWN_TRAFFIC = "unknown_traffic"
+    UNKNOWN_WORKERS = "unknown_workers"
+    SCALING_IN_PROGRESS = "scaling_in_progress"
+    NO_FPM_DATA = "no_fpm_data"
+    INSUFFICIENT_DATA = "insufficient_data"
+    WORKER_COUNT_MISMATCH = "worker_count_mismatch"
+    SCALE_DOWN_CAPPED_BY_THROUGHPUT = "scale_down_capped_by_throughput"
+    SCALE_DOWN_REFUSED_CONSOLIDATION = "scale_down_refused_consolidation"

@@ -1,0 +1,238 @@
+"""The decision core: one tick in, one decision out.
+
+``PlannerCore.step(tick, tick_input)`` reads no clock and does no I/O: time arrives as
+``tick_input.now_s``, observations as values, and the result is a :class:`Decision` that the live
+and replay adapters apply (or only record, in advisory mode). The core's own state (forecasters,
+last targets) changes only inside ``step``, deterministically, so a replay is repeatable.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..types import (
+    DecisionReason,
+    ObservedTraffic,
+    Pool,
+    TickKind,
+    TrafficForecast,
+)
+from .throughput import DecodePerf, PrefillPerf, ThroughputSettings, plan_throughput
+
+__all__ = [
+    "ScheduledTick",
+    "TickInput",
+    "Decision",
+    "Forecaster",
+    "Policy",
+    "PlannerCore",
+    "StaticPolicy",
+]
+
+
+@dataclass(frozen=True)
+class ScheduledTick:
+    """A tick the adapter's scheduler fired: which loop, and the time it was due."""
+
+    kind: TickKind
+    due_s: float
+
+
+@dataclass(frozen=True)
+class TickInput:
+    """What the adapter observed for this tick. ``None`` means unknown (a read failed)."""
+
+    now_s: float
+    traffic: ObservedTraffic | None
+    current: dict[Pool, int] | None
+    scaling_in_progress: bool = False
+    engines: Any = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Replica targets per pool (None = hold) with the reason and the numbers behind it."""
+
+    at_s: float
+    tick: TickKind
+    targets: dict[Pool, int] | None
+    reason: DecisionReason
+    pool_reasons: dict[Pool, str] = field(default_factory=dict)
+    forecast: TrafficForecast | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_record(self) -> dict[str, Any]:
+        """JSON-safe record for decision logs."""
+        return {
+            "at_s": self.at_s,
+            "tick": self.tick.value,
+            "reason": self.reason.value,
+            "targets": None if self.targets is None else {p.value: n for p, n in self.targets.items()},
+            "pool_reasons": {p.value: r for p, r in self.pool_reasons.items()},
+            "forecast": None
+            if self.forecast is None
+            else {
+                "num_req": self.forecast.num_req,
+                "isl": self.forecast.isl,
+                "osl": self.forecast.osl,
+                "interval_s": self.forecast.interval_s,
+            },
+            "detail": self.detail,
+        }
+
+
+class Forecaster(Protocol):
+    """Request count / ISL / OSL forecasting (see sla_planner.predict.LoadPredictors)."""
+
+    def observe(self, num_req: float, isl: float | None, osl: float | None) -> None: ...
+
+    def forecast(self) -> Any: ...
+
+
+class Policy(Protocol):
+    """What replay (and live) drive: a schedule of ticks and a decision per tick."""
+
+    name: str
+
+    def intervals(self) -> dict[TickKind, float]: ...
+
+    def step(self, tick: ScheduledTick, tick_input: TickInput) -> Decision: ...
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _direction(current: dict[Pool, int] | None, targets: dict[Pool, int]) -> DecisionReason:
+    if current is None:
+        return DecisionReason.SCALE_UP
+    ups = any(targets[p] > current.get(p, 0) for p in targets)
+    downs = any(targets[p] < current.get(p, 0) for p in targets)
+    if ups and downs:
+        return DecisionReason.REBALANCE
+    if ups:
+        return DecisionReason.SCALE_UP
+    if downs:
+        return DecisionReason.SCALE_DOWN
+    return DecisionReason.NO_CHANGE
+
+
+class PlannerCore:
+    """sla-planner's own policy: throughput-based scaling from forecasts and profiling data."""
+
+    name = "planner"
+
+    def __init__(
+        self,
+        cfg: Any,
+        forecaster: Forecaster,
+        prefill_model: PrefillPerf | None,
+        decode_model: DecodePerf | None,
+    ) -> None:
+        self.cfg = cfg
+        self.settings = ThroughputSettings.from_config(cfg)
+        self.forecaster = forecaster
+        self.prefill_model = prefill_model
+        self.decode_model = decode_model
+        self.last_targets: dict[Pool, int] | None = None
+
+    def intervals(self) -> dict[TickKind, float]:
+        """Tick schedule: each enabled loop and its interval in seconds."""
+        out: dict[TickKind, float] = {}
+        if self.cfg.enable_throughput_scaling:
+            out[TickKind.THROUGHPUT] = float(self.cfg.throughput_adjustment_interval)
+        return out
+
+    def step(self, tick: ScheduledTick, tick_input: TickInput) -> Decision:
+        """Decide one tick."""
+        if tick.kind is TickKind.THROUGHPUT:
+            return self._throughput_tick(tick_input)
+        raise ValueError(f"PlannerCore: no {tick.kind.value} loop is configured")
+
+    def _forecast(self, interval_s: float) -> TrafficForecast:
+        f = self.forecaster.forecast()
+        isl = f.isl if _finite(f.isl) and f.isl > 0 else float(self.cfg.isl)
+        osl = f.osl if _finite(f.osl) and f.osl > 0 else float(self.cfg.osl)
+        return TrafficForecast(f.num_req, isl, osl, interval_s)
+
+    def _throughput_tick(self, inp: TickInput) -> Decision:
+        interval = float(self.cfg.throughput_adjustment_interval)
+        traffic = inp.traffic
+        if traffic is None or not _finite(traffic.num_req) or (traffic.num_req or 0) < 0:
+            return Decision(inp.now_s, TickKind.THROUGHPUT, None, DecisionReason.UNKNOWN_TRAFFIC)
+        # A window with requests has means; an idle window's means are unknown (0/0), not zero.
+        has_requests = (traffic.num_req or 0) > 0
+        self.forecaster.observe(
+            float(traffic.num_req or 0.0),
+            traffic.isl if has_requests and _finite(traffic.isl) else None,
+            traffic.osl if has_requests and _finite(traffic.osl) else None,
+        )
+        forecast = self._forecast(interval)
+        if inp.current is None:
+            return Decision(
+                inp.now_s, TickKind.THROUGHPUT, None, DecisionReason.UNKNOWN_WORKERS, forecast=forecast
+            )
+        current_decode = inp.current.get(Pool.DECODE) or inp.current.get(Pool.AGG)
+        plan = plan_throughput(
+            forecast,
+            self.settings,
+            self.prefill_model,
+            self.decode_model,
+            traffic,
+            current_decode,
+        )
+        detail = plan.to_dict()
+        pool_reasons = {p: prop.reason.value for p, prop in plan.proposals.items()}
+        if plan.replicas is None:
+            return Decision(
+                inp.now_s,
+                TickKind.THROUGHPUT,
+                None,
+                DecisionReason.UNKNOWN_TRAFFIC,
+                pool_reasons,
+                forecast,
+                detail,
+            )
+        if inp.scaling_in_progress:
+            return Decision(
+                inp.now_s,
+                TickKind.THROUGHPUT,
+                None,
+                DecisionReason.SCALING_IN_PROGRESS,
+                pool_reasons,
+                forecast,
+                detail,
+            )
+        targets = dict(plan.replicas)
+        self.last_targets = targets
+        return Decision(
+            inp.now_s,
+            TickKind.THROUGHPUT,
+            targets,
+            _direction(inp.current, targets),
+            pool_reasons,
+            forecast,
+            detail,
+        )
+
+
+class StaticPolicy:
+    """A fixed deployment (``static:P,D`` or ``static:N`` for one pool): the baseline to beat."""
+
+    def __init__(self, targets: dict[Pool, int], interval_s: float = 60.0) -> None:
+        if any(n < 0 for n in targets.values()):
+            raise ValueError(f"static policy replica counts must be >= 0, got {targets}")
+        self.targets = dict(targets)
+        self.interval_s = interval_s
+        self.name = "static:" + ",".join(str(n) for n in targets.values())
+
+    def intervals(self) -> dict[TickKind, float]:
+        """One throughput-loop tick per interval (records traffic; never changes anything)."""
+        return {TickKind.THROUGHPUT: self.interval_s}
+
+    def step(self, tick: ScheduledTick, tick_input: TickInput) -> Decision:
+        """Always the fixed targets."""
+        reason = _direction(tick_input.current, self.targets)
+        return Decision(tick_input.now_s, tick.kind, dict(self.targets), reason)

@@ -1,0 +1,442 @@
+"""A simulated cluster of prefill / decode / aggregated engines on a simulated clock.
+
+:class:`SimCluster` owns the numba state arrays of :mod:`._kernel`, adds and removes engines the
+way a real deployment does (a new engine serves only after its start-up delay; a removed one is gone
+at once and its requests fail), advances time, and hands out what engines and the frontend emit:
+FPM records and finished-request records. GPU time is integrated from every engine that holds GPUs,
+starting or ready.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from .. import kernels
+from ..types import Pool
+from . import _kernel as K
+
+__all__ = ["SimSettings", "SimPerf", "SimCluster", "ScaleEvent"]
+
+F64 = npt.NDArray[np.float64]
+
+_POOL_CODE = {Pool.PREFILL: K.POOL_PREFILL, Pool.DECODE: K.POOL_DECODE, Pool.AGG: K.POOL_AGG}
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """Engine and cluster behaviour of the simulator."""
+
+    mode: str = "disagg"
+    max_num_batched_tokens: int = 8192
+    max_num_seqs: int = 256
+    startup_delay_s: float = 120.0
+    startup_delay_max_s: float | None = None
+    """When set, each new engine's delay is drawn uniformly from [startup_delay_s, this] (seeded)."""
+    transfer_s: float = 0.0
+    time_scale: float = 1.0
+    """Multiplies every simulated engine time: 1.2 = engines 20% slower than their profile."""
+    prefill_engine_num_gpu: int = 1
+    decode_engine_num_gpu: int = 1
+    heartbeat_s: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        checks = {
+            "mode": self.mode in ("disagg", "agg"),
+            "max_num_batched_tokens": self.max_num_batched_tokens >= 1,
+            "max_num_seqs": self.max_num_seqs >= 1,
+            "startup_delay_s": math.isfinite(self.startup_delay_s) and self.startup_delay_s >= 0,
+            "startup_delay_max_s": self.startup_delay_max_s is None
+            or (math.isfinite(self.startup_delay_max_s) and self.startup_delay_max_s >= self.startup_delay_s),
+            "transfer_s": math.isfinite(self.transfer_s) and self.transfer_s >= 0,
+            "time_scale": math.isfinite(self.time_scale) and self.time_scale > 0,
+            "prefill_engine_num_gpu": self.prefill_engine_num_gpu >= 1,
+            "decode_engine_num_gpu": self.decode_engine_num_gpu >= 1,
+            "heartbeat_s": math.isfinite(self.heartbeat_s) and self.heartbeat_s > 0,
+        }
+        bad = [name for name, ok in checks.items() if not ok]
+        if bad:
+            raise ValueError(f"invalid simulator settings: {', '.join(bad)} ({self})")
+
+    def pools(self) -> tuple[Pool, ...]:
+        """Pools of this mode."""
+        return (Pool.PREFILL, Pool.DECODE) if self.mode == "disagg" else (Pool.AGG,)
+
+    def engine_num_gpu(self, pool: Pool) -> int:
+        """GPUs per engine of a pool (an aggregated engine counts as a decode engine)."""
+        return self.prefill_engine_num_gpu if pool is Pool.PREFILL else self.decode_engine_num_gpu
+
+
+@dataclass(frozen=True)
+class SimPerf:
+    """The arrays the jitted loop reads: prefill throughput curve and decode ITL grid."""
+
+    prefill_isl: F64
+    prefill_thpt_per_gpu: F64
+    prefill_slopes: F64
+    decode_itl_grid_ms: F64
+    kv_min: float
+    kv_step: float
+    ctx_min: float
+    ctx_step: float
+    max_kv_tokens: int
+
+    @classmethod
+    def from_models(cls, prefill: object, decode: object) -> SimPerf:
+        """From a PrefillModel and DecodeModel (sla_planner.perf)."""
+        isl = np.ascontiguousarray(prefill.data.isl, dtype=np.float64)  # type: ignore[attr-defined]
+        thpt = np.ascontiguousarray(prefill.data.thpt_per_gpu, dtype=np.float64)  # type: ignore[attr-defined]
+        kv = decode.kv_usage_grid  # type: ignore[attr-defined]
+        ctx = decode.context_grid  # type: ignore[attr-defined]
+        return cls(
+            prefill_isl=isl,
+            prefill_thpt_per_gpu=thpt,
+            prefill_slopes=np.ascontiguousarray(kernels.pchip_slopes(isl, thpt)),
+            decode_itl_grid_ms=np.ascontiguousarray(decode.itl_grid_ms, dtype=np.float64),  # type: ignore[attr-defined]
+            kv_min=float(kv[0]),
+            kv_step=float(kv[1] - kv[0]) if len(kv) > 1 else 1.0,
+            ctx_min=float(ctx[0]),
+            ctx_step=float(ctx[1] - ctx[0]) if len(ctx) > 1 else 1.0,
+            max_kv_tokens=int(decode.max_kv_tokens),  # type: ignore[attr-defined]
+        )
+
+
+@dataclass(frozen=True)
+class ScaleEvent:
+    """One engine added or removed."""
+
+    at_s: float
+    pool: Pool
+    action: str  # "add" | "remove"
+    worker_id: str
+    ready_at_s: float | None = None
+    failed_requests: int = 0
+
+
+class SimCluster:
+    """Engines, their queues and the clock; see the module docstring."""
+
+    def __init__(
+        self,
+        perf: SimPerf,
+        settings: SimSettings,
+        initial: dict[Pool, int],
+        *,
+        engine_capacity: int = 64,
+        request_capacity: int = 1 << 14,
+        fpm_capacity: int = 1 << 16,
+    ) -> None:
+        self.perf = perf
+        self.settings = settings
+        self._rng = np.random.default_rng(settings.seed)
+        self.now_s = 0.0
+        self.gpu_seconds = 0.0
+        self._next_worker = 0
+        self._worker_ids: list[str] = []
+        self._alloc_engines(engine_capacity)
+        self._alloc_requests(request_capacity)
+        self.fpm = np.zeros((fpm_capacity + engine_capacity + 2, K.N_F))
+        self.g = np.zeros(K.N_G, dtype=np.int64)
+        self.g[K.G_FQ_HEAD] = self.g[K.G_FQ_TAIL] = -1
+        self.g[K.G_DIRTY_HEAD] = -1
+        self._link_free_list(0)
+        self.params = np.zeros(K.N_P)
+        self.params[K.P_TIME_SCALE] = settings.time_scale
+        self.params[K.P_PREFILL_GPUS] = (
+            settings.prefill_engine_num_gpu if settings.mode == "disagg" else settings.decode_engine_num_gpu
+        )
+        self.params[K.P_MAX_BATCHED] = settings.max_num_batched_tokens
+        self.params[K.P_MAX_SEQS] = settings.max_num_seqs
+        self.params[K.P_MAX_KV] = perf.max_kv_tokens
+        self.params[K.P_KV_MIN] = perf.kv_min
+        self.params[K.P_KV_STEP] = perf.kv_step
+        self.params[K.P_CTX_MIN] = perf.ctx_min
+        self.params[K.P_CTX_STEP] = perf.ctx_step
+        self.params[K.P_TRANSFER_S] = settings.transfer_s
+        self.params[K.P_HEARTBEAT_S] = settings.heartbeat_s
+        self.params[K.P_AGG] = 1.0 if settings.mode == "agg" else 0.0
+        self.n_engines = 0
+        self._freed_now: set[int] = set()
+        self.scale_events: list[ScaleEvent] = []
+        for pool in settings.pools():
+            for _ in range(int(initial.get(pool, 0))):
+                self._add_engine(pool, ready_at=0.0)
+
+    # ------------------------------------------------------------------ allocation
+    def _alloc_engines(self, cap: int) -> None:
+        self.ef = np.zeros((cap, K.N_EF))
+        self.ei = np.full((cap, K.N_EI), -1, dtype=np.int64)
+        self.ei[:, [K.EI_ALIVE, K.EI_READY, K.EI_BUSY, K.EI_VERSION, K.EI_Q_COUNT, K.EI_RUN_COUNT,
+                    K.EI_WAIT_COUNT, K.EI_ITERS, K.EI_DIRTY, K.EI_POOL]] = 0
+        heap_cap = 8 * cap + 4096
+        self.ht = np.zeros(heap_cap)
+        self.he = np.zeros(heap_cap, dtype=np.int64)
+        self.hk = np.zeros(heap_cap, dtype=np.int64)
+        self.hv = np.zeros(heap_cap, dtype=np.int64)
+
+    def _grow_engines(self) -> None:
+        old_ef, old_ei = self.ef, self.ei
+        old_heap = (self.ht, self.he, self.hk, self.hv)
+        cap = old_ef.shape[0] * 2
+        self._alloc_engines(cap)
+        self.ef[: old_ef.shape[0]] = old_ef
+        self.ei[: old_ei.shape[0]] = old_ei
+        n = int(self.g[K.G_HEAP_N])
+        for new, old in zip((self.ht, self.he, self.hk, self.hv), old_heap):
+            new[:n] = old[:n]
+        fpm = np.zeros((self.fpm.shape[0] + cap, K.N_F))
+        fpm[: self.fpm.shape[0]] = self.fpm
+        self.fpm = fpm
+
+    def _alloc_requests(self, cap: int) -> None:
+        self.rf = np.zeros((cap, K.N_RF))
+        self.ri = np.zeros((cap, K.N_RI), dtype=np.int64)
+        self.tr_t = np.zeros(cap + 1)
+        self.tr_r = np.zeros(cap + 1, dtype=np.int64)
+        self.done = np.zeros((4 * cap + 1024, K.N_D))
+
+    def _link_free_list(self, start: int) -> None:
+        cap = self.ri.shape[0]
+        idx = np.arange(start, cap)
+        self.ri[start:, K.RI_NEXT] = idx + 1
+        self.ri[cap - 1, K.RI_NEXT] = self.g[K.G_FREE_HEAD] if start > 0 else -1
+        self.ri[start:, K.RI_STATE] = K.RS_FREE
+        self.g[K.G_FREE_HEAD] = start
+
+    def _grow_requests(self) -> None:
+        """Double the request table (the transfer ring is re-laid in order)."""
+        old_rf, old_ri = self.rf, self.ri
+        old_tr_t, old_tr_r = self.tr_t, self.tr_r
+        head, tail = int(self.g[K.G_TR_HEAD]), int(self.g[K.G_TR_TAIL])
+        pending = []
+        while head != tail:
+            pending.append((old_tr_t[head], old_tr_r[head]))
+            head = (head + 1) % old_tr_t.shape[0]
+        old_done, n_done = self.done, int(self.g[K.G_DONE_N])
+        cap = old_rf.shape[0]
+        self._alloc_requests(cap * 2)
+        self.rf[:cap] = old_rf
+        self.ri[:cap] = old_ri
+        self.done[:n_done] = old_done[:n_done]
+        for i, (t, r) in enumerate(pending):
+            self.tr_t[i], self.tr_r[i] = t, r
+        self.g[K.G_TR_HEAD], self.g[K.G_TR_TAIL] = 0, len(pending)
+        # append the new slots to the free list
+        free_head = int(self.g[K.G_FREE_HEAD])
+        new_cap = self.ri.shape[0]
+        self.ri[cap:, K.RI_NEXT] = np.arange(cap + 1, new_cap + 1)
+        self.ri[new_cap - 1, K.RI_NEXT] = free_head
+        self.ri[cap:, K.RI_STATE] = K.RS_FREE
+        self.g[K.G_FREE_HEAD] = cap
+
+    # ---------------------------------------------------------------------- engines
+    def _startup_delay(self) -> float:
+        s = self.settings
+        if s.startup_delay_max_s is None or s.startup_delay_max_s == s.startup_delay_s:
+            return s.startup_delay_s
+        return float(self._rng.uniform(s.startup_delay_s, s.startup_delay_max_s))
+
+    def _free_slot(self) -> int:
+        """Lowest dead slot not freed by the current set_targets call, else a new one."""
+        for e in range(self.n_engines):
+            if self.ei[e, K.EI_ALIVE] == 0 and e not in self._freed_now:
+                return e
+        if self.n_engines == self.ef.shape[0]:
+            self._grow_engines()
+        self.n_engines += 1
+        self._worker_ids.append("")
+        return self.n_engines - 1
+
+    def _add_engine(self, pool: Pool, ready_at: float) -> ScaleEvent:
+        e = self._free_slot()
+        version = int(self.ei[e, K.EI_VERSION]) + 1
+        self.ef[e] = 0.0
+        self.ei[e] = -1
+        self.ei[e, [K.EI_READY, K.EI_BUSY, K.EI_Q_COUNT, K.EI_RUN_COUNT, K.EI_WAIT_COUNT,
+                    K.EI_ITERS, K.EI_DIRTY]] = 0
+        self.ei[e, K.EI_ALIVE] = 1
+        self.ei[e, K.EI_VERSION] = version
+        self.ei[e, K.EI_POOL] = _POOL_CODE[pool]
+        self.ef[e, K.EF_READY_AT] = ready_at
+        self.ef[e, K.EF_ADDED_AT] = self.now_s
+        self.ef[e, K.EF_LAST_FPM] = ready_at
+        worker_id = f"{pool.value}-{self._next_worker}"
+        self._next_worker += 1
+        self._worker_ids[e] = worker_id
+        if ready_at <= self.now_s:
+            self.ei[e, K.EI_READY] = 1
+        else:
+            if self.g[K.G_HEAP_N] + 2 >= self.ht.shape[0]:
+                K.compact_heap(self.ht, self.he, self.hk, self.hv, self.g, self.ei)
+            K._heap_push(self.ht, self.he, self.hk, self.hv, self.g, ready_at, e, K.EV_READY, version)
+        return ScaleEvent(self.now_s, pool, "add", worker_id, ready_at)
+
+    def _remove_engine(self, e: int) -> ScaleEvent:
+        pool = _pool_of(int(self.ei[e, K.EI_POOL]))
+        self._ensure_done_room(self.ri.shape[0])
+        before = int(self.g[K.G_DONE_N])
+        K.remove_engine(self.ef, self.ei, self.rf, self.ri, self.g, self.done, e, self.now_s)
+        failed = int(self.g[K.G_DONE_N]) - before
+        return ScaleEvent(self.now_s, pool, "remove", self._worker_ids[e], None, failed)
+
+    def set_targets(self, targets: dict[Pool, int]) -> list[ScaleEvent]:
+        """Add or remove engines so each pool has its target (starting engines count).
+
+        Removal order: engines still starting first (newest first), then ready ones newest first.
+        Pools are handled in the order given; a slot freed in this call is not reused in it (so a
+        failed request's record still names the engine that held it).
+        """
+        events: list[ScaleEvent] = []
+        self._freed_now = set()
+        for pool, target in targets.items():
+            if pool not in self.settings.pools():
+                raise ValueError(f"pool {pool.value} does not exist in mode {self.settings.mode}")
+            if target < 0:
+                raise ValueError(f"target for {pool.value} must be >= 0, got {target}")
+            alive = self._alive(pool)
+            if target > len(alive):
+                for _ in range(target - len(alive)):
+                    events.append(self._add_engine(pool, self.now_s + self._startup_delay()))
+            elif target < len(alive):
+                order = sorted(
+                    alive,
+                    key=lambda e: (int(self.ei[e, K.EI_READY]), -float(self.ef[e, K.EF_ADDED_AT]), -e),
+                )
+                for e in order[: len(alive) - target]:
+                    events.append(self._remove_engine(e))
+                    self._freed_now.add(e)
+        self.scale_events.extend(events)
+        return events
+
+    def _alive(self, pool: Pool) -> list[int]:
+        code = _POOL_CODE[pool]
+        return [
+            e for e in range(self.n_engines)
+            if self.ei[e, K.EI_ALIVE] == 1 and self.ei[e, K.EI_POOL] == code
+        ]
+
+    def counts(self) -> dict[Pool, int]:
+        """Engines per pool, starting ones included (what the deployment asked for)."""
+        return {p: len(self._alive(p)) for p in self.settings.pools()}
+
+    def ready_counts(self) -> dict[Pool, int]:
+        """Engines per pool that are serving."""
+        return {
+            p: sum(1 for e in self._alive(p) if self.ei[e, K.EI_READY] == 1)
+            for p in self.settings.pools()
+        }
+
+    def scaling_in_progress(self) -> bool:
+        """True while any engine is still starting."""
+        return any(
+            self.ei[e, K.EI_ALIVE] == 1 and self.ei[e, K.EI_READY] == 0 for e in range(self.n_engines)
+        )
+
+    def gpus_in_use(self) -> int:
+        """GPUs held by engines (starting or ready)."""
+        return sum(
+            self.settings.engine_num_gpu(p) * n for p, n in self.counts().items()
+        )
+
+    def worker_id(self, e: int) -> str:
+        """The worker id of engine slot e (current occupant)."""
+        return self._worker_ids[e]
+
+    def engine_pool(self, e: int) -> Pool:
+        """Pool of engine slot e."""
+        return _pool_of(int(self.ei[e, K.EI_POOL]))
+
+    @property
+    def in_flight(self) -> int:
+        """Requests admitted and not finished."""
+        return int(self.g[K.G_IN_FLIGHT])
+
+    @property
+    def frontend_waiting(self) -> int:
+        """Requests waiting at the frontend for any ready engine."""
+        return int(self.g[K.G_FQ_COUNT])
+
+    # ------------------------------------------------------------------------ time
+    def _ensure_done_room(self, rows: int) -> None:
+        if self.done.shape[0] - int(self.g[K.G_DONE_N]) < rows + 2:
+            raise RuntimeError("finished-request buffer full: drain_done() before advancing")
+
+    def advance(
+        self,
+        t_end: float,
+        arr_t: F64,
+        arr_isl: npt.NDArray[np.int64],
+        arr_osl: npt.NDArray[np.int64],
+        arr_idx: npt.NDArray[np.int64],
+        sink: Callable[[], None],
+    ) -> None:
+        """Play events up to ``t_end`` with these arrivals (sorted, in (now, t_end]).
+
+        ``sink`` is called whenever output buffers fill; it must drain FPM and finished requests.
+        """
+        if t_end < self.now_s:
+            raise ValueError(f"cannot go back in time: {t_end} < {self.now_s}")
+        self.g[K.G_ARR_CURSOR] = 0
+        gpus = self.gpus_in_use()
+        start = self.now_s
+        while True:
+            if self.g[K.G_HEAP_N] + 2 * self.n_engines + 8 >= self.ht.shape[0]:
+                K.compact_heap(self.ht, self.he, self.hk, self.hv, self.g, self.ei)
+            code, t = K.advance(
+                self.ef, self.ei, self.rf, self.ri, self.g, self.params,
+                self.perf.prefill_isl, self.perf.prefill_thpt_per_gpu, self.perf.prefill_slopes,
+                self.perf.decode_itl_grid_ms,
+                self.ht, self.he, self.hk, self.hv, self.tr_t, self.tr_r, self.fpm, self.done,
+                arr_t, arr_isl, arr_osl, arr_idx,
+                self.n_engines, self.now_s, t_end,
+            )
+            self.now_s = t
+            if code == K.ADV_DONE:
+                break
+            if code == K.ADV_NO_SLOTS:
+                self._grow_requests()
+            else:
+                sink()
+        if self.g[K.G_FPM_N] + self.n_engines + 2 >= self.fpm.shape[0]:
+            sink()
+        K.emit_heartbeats(self.ef, self.ei, self.g, self.params, self.fpm, self.n_engines, t_end)
+        self.now_s = t_end
+        self.gpu_seconds += gpus * (t_end - start)
+
+    def take_fpm(self) -> F64:
+        """FPM records emitted since the last call (columns: _kernel.F_*)."""
+        n = int(self.g[K.G_FPM_N])
+        out = self.fpm[:n].copy()
+        self.g[K.G_FPM_N] = 0
+        return out
+
+    def take_done(self) -> F64:
+        """Finished / failed request records since the last call (columns: _kernel.D_*)."""
+        n = int(self.g[K.G_DONE_N])
+        out = self.done[:n].copy()
+        self.g[K.G_DONE_N] = 0
+        return out
+
+    def finish(self) -> None:
+        """Record every request still in flight as unfinished (end of the replay)."""
+        self._ensure_done_room(self.ri.shape[0])
+        K.fail_all_in_flight(self.rf, self.ri, self.g, self.done, self.now_s)
+        self.g[K.G_FQ_HEAD] = self.g[K.G_FQ_TAIL] = -1
+        self.g[K.G_FQ_COUNT] = 0
+
+    def engine_kv_usage(self) -> dict[str, float]:
+        """Reserved KV share per ready decode/agg engine (for invariants and reports)."""
+        out: dict[str, float] = {}
+        for e in range(self.n_engines):
+            if self.ei[e, K.EI_ALIVE] == 1 and self.ei[e, K.EI_POOL] != K.POOL_PREFILL:
+                out[self._worker_ids[e]] = float(self.ef[e, K.EF_RESERVED]) / self.perf.max_kv_tokens
+        return out
+
+
+def _pool_of(code: int) -> Pool:
+    return {K.POOL_PREFILL: Pool.PREFILL, K.POOL_DECODE: Pool.DECODE, K.POOL_AGG: Pool.AGG}[code]
