@@ -11,6 +11,7 @@ __all__ = [
     "KernelError",
     "FpmDecodeError",
     "InfeasibleBudgetError",
+    "ReportDataError",
 ]
 
 
@@ -49,3 +50,7 @@ class KernelError(SlaPlannerError, ValueError):
 
 class FpmDecodeError(SlaPlannerError, ValueError):
     """A ForwardPassMetrics payload could not be decoded or failed validation."""
+
+
+class ReportDataError(SlaPlannerError, ValueError):
+    """A report record (replay or live run) is malformed; the message names the key path and rule."""
