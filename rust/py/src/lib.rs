@@ -1,5 +1,11 @@
-//! PyO3 binding: conversion, GIL release and error mapping only. The logic lives in
-//! `sla-planner-core`.
+//! PyO3 binding `sla_planner._native`: conversion, GIL release and error mapping only. The
+//! logic lives in `sla-planner-core`; errors become `sla_planner.errors` classes in `errors.rs`.
+
+mod errors;
+mod fpm;
+mod ingest;
+mod regression;
+
 use pyo3::prelude::*;
 
 /// FPM schema version understood by the native module.
@@ -11,6 +17,21 @@ fn fpm_schema_version() -> i64 {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fpm_schema_version, m)?)?;
+    m.add_function(wrap_pyfunction!(fpm::encode_fpm, m)?)?;
+    m.add_function(wrap_pyfunction!(fpm::decode_fpm, m)?)?;
+    m.add_function(wrap_pyfunction!(regression::estimate_many, m)?)?;
+    m.add_class::<ingest::FpmIngestor>()?;
+    m.add_class::<regression::SlidingRegression>()?;
+    m.add(
+        "MAX_PAYLOAD_BYTES",
+        sla_planner_core::fpm::MAX_PAYLOAD_BYTES,
+    )?;
+    m.add(
+        "MAX_WORKER_ID_BYTES",
+        sla_planner_core::fpm::MAX_WORKER_ID_BYTES,
+    )?;
+    m.add("MAX_MAP_ENTRIES", sla_planner_core::fpm::MAX_MAP_ENTRIES)?;
+    m.add("MAX_DEPTH", sla_planner_core::fpm::MAX_DEPTH)?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())
 }

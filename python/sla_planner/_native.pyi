@@ -1,0 +1,121 @@
+"""Rust extension (crate ``rust/py``): FPM codec, engine table, sliding-window regression.
+
+Pure-Python twins with identical semantics live in ``sla_planner.kernels.fpm_ref``,
+``fpm_ingest_ref`` and ``regression_ref``; ``sla_planner.kernels`` picks one set at import.
+Errors: ``sla_planner.errors.FpmDecodeError`` (attributes ``kind: str`` and ``field: str | None``)
+for invalid FPM payloads or records, ``sla_planner.errors.KernelError`` for bad arguments.
+"""
+
+from collections.abc import Sequence
+from typing import Any, Self, final
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["fpm_schema_version", "encode_fpm", "decode_fpm", "estimate_many", "FpmIngestor", "SlidingRegression", "MAX_PAYLOAD_BYTES", "MAX_WORKER_ID_BYTES", "MAX_MAP_ENTRIES", "MAX_DEPTH", "__version__"]
+
+__version__: str
+MAX_PAYLOAD_BYTES: int
+MAX_WORKER_ID_BYTES: int
+MAX_MAP_ENTRIES: int
+MAX_DEPTH: int
+
+def fpm_schema_version() -> int:
+    """FPM schema version understood by the native module."""
+
+def encode_fpm(record: dict[str, Any]) -> bytes:
+    """Encode an FPM record dict (the shape ``decode_fpm`` returns; ``version`` optional)."""
+
+def decode_fpm(payload: bytes) -> dict[str, Any]:
+    """Decode one FPM payload to ``{version, worker_id, dp_rank, counter_id, wall_time,
+    scheduled_requests: {...}, queued_requests: {...}}`` (counts int, variances float)."""
+
+def estimate_many(coef: npt.ArrayLike, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """``coef[0] + X @ coef[1:]`` for every row of X ((n, k), or (n,) when k == 1)."""
+
+@final
+class FpmIngestor:
+    """Engine table fed by FPM payloads, one row per ``(worker_id, dp_rank)``.
+
+    Keeps the latest message (idle heartbeats, ``wall_time == 0.0``, included), the last
+    ``history_len`` forward passes (heartbeats excluded) and counters; an engine is stale when
+    ``now_s - last_seen_s > stale_after_s``. At most ``max_engines`` engines; messages for new
+    engines beyond that are dropped and counted (``dropped_capacity``).
+    """
+
+    def __new__(cls, history_len: int = 10, stale_after_s: float = 30.0, max_engines: int = 4096) -> Self: ...
+    @property
+    def history_len(self) -> int: ...
+    @property
+    def stale_after_s(self) -> float: ...
+    @property
+    def max_engines(self) -> int: ...
+    def ingest(self, payloads: Sequence[bytes], now_s: float, seqs: Sequence[int] | None = None) -> int:
+        """Decode and apply payloads received at ``now_s``; returns how many were accepted.
+        Invalid payloads are counted (``malformed``, ``wrong_version``), never raised."""
+
+    def ingest_buffer(
+        self, buf: bytes, offsets: npt.ArrayLike, now_s: float, seqs: Sequence[int] | None = None
+    ) -> int:
+        """Like ``ingest``; payload i is ``buf[offsets[i]:offsets[i+1]]`` (offsets: n + 1 ints)."""
+
+    def snapshot(self, now_s: float) -> dict[str, npt.NDArray[Any]]:
+        """Struct of arrays, one row per engine in registration order: ``worker_id`` (object
+        array of str), ``dp_rank``, ``counter_id`` (int64), ``wall_time``, ``last_seen_s``
+        (float64), ``stale``, ``active`` (bool, ``active == ~stale``), ``received``,
+        ``heartbeats``, ``gaps``, ``out_of_order`` (int64), and ``scheduled_<field>`` /
+        ``queued_<field>`` for every FPM field (int64 counts, float64 variances)."""
+
+    def history(self, worker_id: str, dp_rank: int) -> dict[str, npt.NDArray[Any]]:
+        """Stored forward passes, oldest first: ``received_s``, ``counter_id``, ``wall_time``
+        and the ``scheduled_*`` / ``queued_*`` columns. KeyError for an unknown engine."""
+
+    def counters(self) -> dict[str, int]:
+        """``received``, ``decoded``, ``malformed``, ``wrong_version``, ``heartbeats``,
+        ``gaps`` (= ``counter_gaps`` + ``seq_gaps``), ``counter_gaps``, ``seq_gaps``,
+        ``out_of_order``, ``dropped_capacity``, ``engines``."""
+
+    def remove(self, worker_id: str, dp_rank: int) -> bool:
+        """Forget an engine; returns whether it was known."""
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes held by the table."""
+
+    def __len__(self) -> int: ...
+
+@final
+class SlidingRegression:
+    """Time-bucketed sliding-window OLS with intercept over 1 or 2 features."""
+
+    def __new__(cls, n_features: int, window_s: float, bucket_s: float, min_observations: int = 5) -> Self: ...
+    @property
+    def n_features(self) -> int: ...
+    @property
+    def window_s(self) -> float: ...
+    @property
+    def bucket_s(self) -> float: ...
+    @property
+    def n_buckets(self) -> int: ...
+    @property
+    def min_observations(self) -> int: ...
+    @property
+    def last_rejection(self) -> str | None:
+        """Why the last fit returned None: "insufficient", "singular", "negative_slope"."""
+
+    @property
+    def dropped_invalid(self) -> int:
+        """Samples dropped for NaN/inf values or an out-of-range time."""
+
+    @property
+    def dropped_late(self) -> int:
+        """Samples whose bucket had already left the ring."""
+
+    def add(self, t_s: float, x: float | Sequence[float], y: float) -> None:
+        """Add one sample (O(1)); non-finite samples are counted and dropped."""
+
+    def add_many(self, t: npt.ArrayLike, X: npt.ArrayLike, y: npt.ArrayLike) -> None:
+        """Add samples: ``t`` (n,), ``X`` (n, n_features) or (n,) for one feature, ``y`` (n,)."""
+
+    def fit(self, now_s: float) -> tuple[npt.NDArray[np.float64], int] | None:
+        """``(coefficients [intercept, b1, (b2)], sample count)`` over the window ending at
+        ``now_s``, or None (see ``last_rejection``)."""

@@ -1,0 +1,309 @@
+"""Pure-Python reference of the native engine table (``sla_planner._native.FpmIngestor``).
+
+Same semantics as the Rust table: one engine per ``(worker_id, dp_rank)`` in registration
+order; the latest message (idle heartbeats included) and a bounded history of the last
+``history_len`` forward passes (heartbeats excluded); per-engine and global counters; staleness
+from the caller's ``now_s`` (stale when ``now_s - last_seen_s > stale_after_s``). Counters
+saturate at 2**64 - 1 and are reported clamped to int64, like the native ones.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+import sys
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ..errors import FpmDecodeError, KernelError
+from .fpm_ref import QUEUED_FIELDS, SCHEDULED_FIELDS, decode_fpm
+
+__all__ = ["FpmIngestor", "MAX_HISTORY_LEN", "MAX_ENGINES_LIMIT"]
+
+MAX_HISTORY_LEN = 100_000
+MAX_ENGINES_LIMIT = 1 << 20
+_U64_MAX = 2**64 - 1
+_I64_MAX = 2**63 - 1
+
+# Flat sample layout: counter_id, wall_time, scheduled fields..., queued fields...
+_COLUMNS: tuple[tuple[str, bool], ...] = (
+    ("counter_id", True),
+    ("wall_time", False),
+    *((f"scheduled_{name}", is_count) for name, is_count in SCHEDULED_FIELDS),
+    *((f"queued_{name}", is_count) for name, is_count in QUEUED_FIELDS),
+)
+
+
+def _sat(value: int) -> int:
+    return min(value, _U64_MAX)
+
+
+def _clamp(value: int) -> int:
+    return min(value, _I64_MAX)
+
+
+def _flatten(rec: dict[str, Any]) -> tuple[Any, ...]:
+    sched = rec["scheduled_requests"]
+    queued = rec["queued_requests"]
+    return (
+        rec["counter_id"],
+        rec["wall_time"],
+        *(sched[name] for name, _ in SCHEDULED_FIELDS),
+        *(queued[name] for name, _ in QUEUED_FIELDS),
+    )
+
+
+def _now(now_s: Any) -> float:
+    now = float(now_s)
+    if not math.isfinite(now):
+        raise KernelError(f"now_s must be finite, got {now}")
+    return now
+
+
+class _Engine:
+    __slots__ = (
+        "worker_id", "dp_rank", "latest", "last_seen_s", "history", "received", "heartbeats",
+        "counter_gaps", "seq_gaps", "out_of_order", "last_counter_id", "last_seq",
+    )
+
+    def __init__(self, worker_id: str, dp_rank: int, history_len: int) -> None:
+        self.worker_id = worker_id
+        self.dp_rank = dp_rank
+        self.latest: tuple[Any, ...] = ()
+        self.last_seen_s = -math.inf
+        self.history: deque[tuple[float, tuple[Any, ...]]] = deque(maxlen=history_len)
+        self.received = 0
+        self.heartbeats = 0
+        self.counter_gaps = 0
+        self.seq_gaps = 0
+        self.out_of_order = 0
+        self.last_counter_id: int | None = None
+        self.last_seq: int | None = None
+
+    def update(self, sample: tuple[Any, ...], now_s: float, seq: int | None) -> tuple[bool, int, int, bool]:
+        heartbeat = sample[1] == 0.0
+        seq_gap = counter_gap = 0
+        out_of_order = False
+        if seq is not None:
+            if self.last_seq is not None:
+                if seq > self.last_seq:
+                    seq_gap = seq - self.last_seq - 1
+                else:
+                    out_of_order = True
+            self.last_seq = seq
+        if not heartbeat:
+            counter_id = sample[0]
+            if self.last_counter_id is not None:
+                if counter_id > self.last_counter_id:
+                    counter_gap = counter_id - self.last_counter_id - 1
+                else:
+                    out_of_order = True
+            self.last_counter_id = counter_id
+            self.history.append((now_s, sample))
+        self.received = _sat(self.received + 1)
+        self.heartbeats = _sat(self.heartbeats + int(heartbeat))
+        self.counter_gaps = _sat(self.counter_gaps + counter_gap)
+        self.seq_gaps = _sat(self.seq_gaps + seq_gap)
+        self.out_of_order = _sat(self.out_of_order + int(out_of_order))
+        self.latest = sample
+        self.last_seen_s = now_s
+        return heartbeat, counter_gap, seq_gap, out_of_order
+
+
+def _seqs(seqs: Any, n: int) -> list[int] | None:
+    if seqs is None:
+        return None
+    try:
+        items = iter(seqs)
+    except TypeError:
+        raise KernelError(f"seqs must be a sequence of ints, got {type(seqs).__name__}") from None
+    out: list[int] = []
+    for i, item in enumerate(items):
+        try:
+            value = operator.index(item)
+        except TypeError:
+            raise KernelError(f"seqs[{i}] must be an int in [0, 2**64), got {item!r}") from None
+        if not 0 <= value <= _U64_MAX:
+            raise KernelError(f"seqs[{i}] must be an int in [0, 2**64), got {item!r}")
+        out.append(value)
+    if len(out) != n:
+        raise KernelError(f"seqs has {len(out)} entries but there are {n} payloads")
+    return out
+
+
+def _offsets(offsets: Any, buf_len: int) -> np.ndarray:
+    arr = np.asarray(offsets)
+    if arr.dtype.kind not in "iu" or arr.ndim != 1:
+        raise KernelError(
+            f"offsets must be a 1-D integer array, got dtype kind {arr.dtype.kind!r} with {arr.ndim} dimensions"
+        )
+    arr = np.ascontiguousarray(arr, dtype=np.int64)
+    if arr.size == 0:
+        raise KernelError("offsets must have n + 1 >= 1 entries, got 0")
+    if arr[0] < 0:
+        raise KernelError(f"offsets[0] must be >= 0, got {arr[0]}")
+    bad = np.flatnonzero(arr[1:] < arr[:-1])
+    if bad.size:
+        i = int(bad[0])
+        raise KernelError(f"offsets must be non-decreasing: offsets[{i + 1}] = {arr[i + 1]} < offsets[{i}] = {arr[i]}")
+    if int(arr[-1]) > buf_len:
+        raise KernelError(f"offsets[-1] = {arr[-1]} is beyond the buffer of {buf_len} bytes")
+    return arr
+
+
+class FpmIngestor:
+    """Engine table fed by FPM payloads: latest sample, bounded history and counters per engine."""
+
+    def __init__(self, history_len: int = 10, stale_after_s: float = 30.0, max_engines: int = 4096) -> None:
+        history_len = operator.index(history_len)
+        max_engines = operator.index(max_engines)
+        stale_after_s = float(stale_after_s)
+        if history_len < 0:
+            raise KernelError(f"history_len must be >= 0, got {history_len}")
+        if history_len > MAX_HISTORY_LEN:
+            raise KernelError(f"history_len must be <= {MAX_HISTORY_LEN}, got {history_len}")
+        if not (math.isfinite(stale_after_s) and stale_after_s > 0.0):
+            raise KernelError(f"stale_after_s must be finite and > 0, got {stale_after_s}")
+        if not 1 <= max_engines <= MAX_ENGINES_LIMIT:
+            raise KernelError(f"max_engines must be in 1..={MAX_ENGINES_LIMIT}, got {max_engines}")
+        self._history_len = history_len
+        self._stale_after_s = stale_after_s
+        self._max_engines = max_engines
+        self._engines: dict[tuple[str, int], _Engine] = {}
+        self._counters = dict.fromkeys(
+            ("received", "decoded", "malformed", "wrong_version", "heartbeats", "counter_gaps",
+             "seq_gaps", "out_of_order", "dropped_capacity"),
+            0,
+        )
+
+    @property
+    def history_len(self) -> int:
+        """Forward passes kept per engine."""
+        return self._history_len
+
+    @property
+    def stale_after_s(self) -> float:
+        """Seconds of silence after which an engine is stale."""
+        return self._stale_after_s
+
+    @property
+    def max_engines(self) -> int:
+        """Most engines the table holds."""
+        return self._max_engines
+
+    def _ingest_one(self, payload: bytes, now_s: float, seq: int | None) -> bool:
+        c = self._counters
+        c["received"] += 1
+        try:
+            rec = decode_fpm(payload)
+        except FpmDecodeError as e:
+            c["wrong_version" if getattr(e, "kind", "") == "bad_version" else "malformed"] += 1
+            return False
+        c["decoded"] += 1
+        key = (rec["worker_id"], rec["dp_rank"])
+        engine = self._engines.get(key)
+        if engine is None:
+            if len(self._engines) >= self._max_engines:
+                c["dropped_capacity"] += 1
+                return False
+            engine = self._engines[key] = _Engine(key[0], key[1], self._history_len)
+        heartbeat, counter_gap, seq_gap, out_of_order = engine.update(_flatten(rec), now_s, seq)
+        c["heartbeats"] += int(heartbeat)
+        c["counter_gaps"] = _sat(c["counter_gaps"] + counter_gap)
+        c["seq_gaps"] = _sat(c["seq_gaps"] + seq_gap)
+        c["out_of_order"] += int(out_of_order)
+        return True
+
+    def ingest(self, payloads: Sequence[bytes], now_s: float, seqs: Sequence[int] | None = None) -> int:
+        """Decode and apply payloads received at ``now_s``; returns how many were accepted."""
+        now = _now(now_s)
+        try:
+            items = list(payloads)
+        except TypeError:
+            raise KernelError(f"payloads must be a sequence of bytes, got {type(payloads).__name__}") from None
+        for i, item in enumerate(items):
+            if not isinstance(item, bytes):
+                raise KernelError(f"payloads[{i}] must be bytes, got {type(item).__name__}")
+        seq_list = _seqs(seqs, len(items))
+        return sum(
+            self._ingest_one(p, now, None if seq_list is None else seq_list[i]) for i, p in enumerate(items)
+        )
+
+    def ingest_buffer(
+        self, buf: bytes, offsets: Any, now_s: float, seqs: Sequence[int] | None = None
+    ) -> int:
+        """Like ``ingest``, for payloads packed in one buffer: payload i is ``buf[offsets[i]:offsets[i+1]]``."""
+        now = _now(now_s)
+        if not isinstance(buf, bytes):
+            raise KernelError(f"buf must be bytes, got {type(buf).__name__}")
+        offs = _offsets(offsets, len(buf)).tolist()
+        seq_list = _seqs(seqs, len(offs) - 1)
+        return sum(
+            self._ingest_one(buf[offs[i] : offs[i + 1]], now, None if seq_list is None else seq_list[i])
+            for i in range(len(offs) - 1)
+        )
+
+    def snapshot(self, now_s: float) -> dict[str, np.ndarray]:
+        """Struct of arrays, one row per known engine in registration order (see the stub)."""
+        now = _now(now_s)
+        engines = list(self._engines.values())
+        n = len(engines)
+        worker_id = np.empty(n, dtype=object)
+        for i, e in enumerate(engines):
+            worker_id[i] = e.worker_id
+        stale = np.array([now - e.last_seen_s > self._stale_after_s for e in engines], dtype=bool)
+        out: dict[str, np.ndarray] = {
+            "worker_id": worker_id,
+            "dp_rank": np.array([e.dp_rank for e in engines], dtype=np.int64),
+        }
+        for j, (name, is_count) in enumerate(_COLUMNS[:2]):
+            out[name] = np.array([e.latest[j] for e in engines], dtype=np.int64 if is_count else np.float64)
+        out["last_seen_s"] = np.array([e.last_seen_s for e in engines], dtype=np.float64)
+        out["stale"] = stale
+        out["active"] = ~stale
+        out["received"] = np.array([_clamp(e.received) for e in engines], dtype=np.int64)
+        out["heartbeats"] = np.array([_clamp(e.heartbeats) for e in engines], dtype=np.int64)
+        out["gaps"] = np.array([_clamp(_sat(e.counter_gaps + e.seq_gaps)) for e in engines], dtype=np.int64)
+        out["out_of_order"] = np.array([_clamp(e.out_of_order) for e in engines], dtype=np.int64)
+        for j, (name, is_count) in enumerate(_COLUMNS[2:], start=2):
+            out[name] = np.array([e.latest[j] for e in engines], dtype=np.int64 if is_count else np.float64)
+        return out
+
+    def history(self, worker_id: str, dp_rank: int) -> dict[str, np.ndarray]:
+        """Stored forward passes of one engine, oldest first (KeyError when unknown)."""
+        engine = self._engines.get((worker_id, dp_rank))
+        if engine is None:
+            raise KeyError(f"unknown engine (worker_id={worker_id!r}, dp_rank={dp_rank})")
+        entries = list(engine.history)
+        out = {"received_s": np.array([t for t, _ in entries], dtype=np.float64)}
+        for j, (name, is_count) in enumerate(_COLUMNS):
+            out[name] = np.array([s[j] for _, s in entries], dtype=np.int64 if is_count else np.float64)
+        return out
+
+    def counters(self) -> dict[str, int]:
+        """Table-wide counters (see the stub for their meaning)."""
+        c = self._counters
+        out = {name: _clamp(c[name]) for name in ("received", "decoded", "malformed", "wrong_version", "heartbeats")}
+        out["gaps"] = _clamp(_sat(c["counter_gaps"] + c["seq_gaps"]))
+        for name in ("counter_gaps", "seq_gaps", "out_of_order", "dropped_capacity"):
+            out[name] = _clamp(c[name])
+        out["engines"] = len(self._engines)
+        return out
+
+    def remove(self, worker_id: str, dp_rank: int) -> bool:
+        """Forget an engine; returns whether it was known."""
+        return self._engines.pop((worker_id, dp_rank), None) is not None
+
+    def memory_bytes(self) -> int:
+        """Approximate bytes held by the table (Python object sizes; not comparable to native)."""
+        total = sys.getsizeof(self._engines)
+        for e in self._engines.values():
+            total += sys.getsizeof(e) + sys.getsizeof(e.worker_id) + sys.getsizeof(e.history)
+            total += sum(sys.getsizeof(s) + 8 * len(s) for _, s in e.history)
+        return total
+
+    def __len__(self) -> int:
+        return len(self._engines)

@@ -1,0 +1,321 @@
+"""Pure-Python reference of the native FPM codec (``sla_planner._native.encode_fpm`` /
+``decode_fpm``), built on the ``msgpack`` package.
+
+Same rules as the Rust decoder: ForwardPassMetrics schema version 1 is a msgpack map keyed by
+field name; unknown keys are skipped, a missing or duplicated required key is an error, counts
+are non-negative integers that fit int64, variances and ``wall_time`` are non-negative finite
+floats (msgpack ints accepted). Errors are :class:`~sla_planner.errors.FpmDecodeError` with a
+``kind`` (e.g. ``"missing_field"``) and a ``field`` (dotted schema path or ``None``).
+
+For payloads that are well-formed msgpack, native and reference report the same ``kind`` and
+``field``; for bytes that are not msgpack at all both raise ``FpmDecodeError`` but the kind may
+differ (msgpack parses before this module validates; the native decoder streams).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgpack
+
+from ..errors import FpmDecodeError, KernelError
+
+__all__ = [
+    "FPM_SCHEMA_VERSION",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_WORKER_ID_BYTES",
+    "MAX_MAP_ENTRIES",
+    "MAX_DEPTH",
+    "ROOT_KEYS",
+    "SCHEDULED_FIELDS",
+    "QUEUED_FIELDS",
+    "encode_fpm",
+    "decode_fpm",
+    "fpm_error",
+]
+
+FPM_SCHEMA_VERSION = 1
+MAX_PAYLOAD_BYTES = 65_536
+MAX_WORKER_ID_BYTES = 256
+MAX_MAP_ENTRIES = 64
+MAX_DEPTH = 16
+_I64_MAX = 2**63 - 1
+
+ROOT_KEYS: tuple[str, ...] = (
+    "version",
+    "worker_id",
+    "dp_rank",
+    "counter_id",
+    "wall_time",
+    "scheduled_requests",
+    "queued_requests",
+)
+# (name, is_count): counts are int, the rest (variances) float.
+SCHEDULED_FIELDS: tuple[tuple[str, bool], ...] = (
+    ("num_prefill_requests", True),
+    ("sum_prefill_tokens", True),
+    ("var_prefill_length", False),
+    ("sum_prefill_kv_tokens", True),
+    ("num_decode_requests", True),
+    ("sum_decode_kv_tokens", True),
+    ("var_decode_kv_tokens", False),
+)
+QUEUED_FIELDS: tuple[tuple[str, bool], ...] = (
+    ("num_prefill_requests", True),
+    ("sum_prefill_tokens", True),
+    ("var_prefill_length", False),
+    ("num_decode_requests", True),
+    ("sum_decode_kv_tokens", True),
+    ("var_decode_kv_tokens", False),
+)
+_NESTED = {"scheduled_requests": SCHEDULED_FIELDS, "queued_requests": QUEUED_FIELDS}
+
+_UNPACK_OPTIONS: dict[str, Any] = {
+    "raw": False,
+    "strict_map_key": False,
+    "max_str_len": MAX_PAYLOAD_BYTES,
+    "max_bin_len": MAX_PAYLOAD_BYTES,
+    "max_array_len": MAX_PAYLOAD_BYTES,
+    "max_map_len": MAX_PAYLOAD_BYTES // 2,
+    "max_ext_len": MAX_PAYLOAD_BYTES,
+}
+
+
+class _Map(list):  # type: ignore[type-arg]
+    """A msgpack map as its (key, value) pairs in wire order (keeps duplicates visible)."""
+
+
+def fpm_error(kind: str, field: str | None, message: str) -> FpmDecodeError:
+    """An FpmDecodeError carrying ``kind`` and ``field`` like the native one."""
+    err = FpmDecodeError(message)
+    err.kind = kind  # type: ignore[attr-defined]
+    err.field = field  # type: ignore[attr-defined]
+    return err
+
+
+def _wrong_type(field: str, expected: str) -> FpmDecodeError:
+    return fpm_error("wrong_type", field, f"FPM field {field} has the wrong type: expected {expected}")
+
+
+def _parse(payload: bytes) -> Any:
+    try:
+        return msgpack.unpackb(payload, object_pairs_hook=_Map, **_UNPACK_OPTIONS)
+    except msgpack.ExtraData as e:
+        raise fpm_error("trailing_bytes", None, "FPM payload has trailing bytes after the root map") from e
+    except UnicodeDecodeError as e:
+        raise fpm_error("invalid_utf8", None, f"FPM payload has a string that is not UTF-8: {e}") from e
+    except msgpack.StackError as e:
+        raise fpm_error("too_deep", None, "FPM payload nests containers too deeply") from e
+    except msgpack.FormatError as e:
+        raise fpm_error("invalid_marker", None, "FPM payload has an invalid msgpack marker") from e
+    except (ValueError, TypeError, OverflowError, msgpack.UnpackException) as e:
+        kind = "truncated" if "incomplete" in str(e) or isinstance(e, msgpack.OutOfData) else "malformed"
+        raise fpm_error(kind, None, f"FPM payload is not valid msgpack: {e}") from e
+
+
+def _check_depth(value: Any, level: int) -> None:
+    """Mirror of the native skip: containers at ``level`` > MAX_DEPTH are rejected, in order."""
+    if isinstance(value, list):
+        if level > MAX_DEPTH:
+            raise fpm_error("too_deep", None, f"FPM payload nests containers deeper than {MAX_DEPTH} levels")
+        if type(value) is _Map:
+            for k, v in value:
+                _check_depth(k, level + 1)
+                _check_depth(v, level + 1)
+        else:
+            for v in value:
+                _check_depth(v, level + 1)
+
+
+def _wire_count(value: Any, field: str) -> int:
+    if type(value) is not int:
+        raise _wrong_type(field, "int")
+    if value < 0:
+        raise fpm_error("negative", field, f"FPM field {field} must be >= 0")
+    if value > _I64_MAX:
+        raise fpm_error("out_of_range", field, f"FPM field {field} does not fit a signed 64-bit integer")
+    return value
+
+
+def _check_float(x: float, field: str) -> float:
+    if not math.isfinite(x):
+        raise fpm_error("non_finite", field, f"FPM field {field} must be finite")
+    if x < 0.0:
+        raise fpm_error("negative", field, f"FPM field {field} must be >= 0")
+    return x
+
+
+def _wire_float(value: Any, field: str) -> float:
+    if type(value) is int:
+        return _check_float(float(value), field)
+    if type(value) is float:
+        return _check_float(value, field)
+    raise _wrong_type(field, "float or int")
+
+
+def _map_pairs(value: Any, field: str) -> _Map:
+    if type(value) is not _Map:
+        raise _wrong_type(field, "map")
+    if len(value) > MAX_MAP_ENTRIES:
+        raise fpm_error("too_large", "map entries", f"FPM map entries exceeds the limit of {MAX_MAP_ENTRIES}")
+    return value
+
+
+def _decode_stats(value: Any, map_name: str, specs: tuple[tuple[str, bool], ...]) -> dict[str, int | float]:
+    pairs = _map_pairs(value, map_name)
+    known = dict(specs)
+    out: dict[str, int | float] = {}
+    for key, item in pairs:
+        if type(key) is not str:
+            raise _wrong_type(f"{map_name}.<key>", "str")
+        if key not in known:
+            _check_depth(item, 3)
+            continue
+        path = f"{map_name}.{key}"
+        if key in out:
+            raise fpm_error("duplicate_field", path, f"FPM field {path} appears twice")
+        out[key] = _wire_count(item, path) if known[key] else _wire_float(item, path)
+    for name, _ in specs:
+        if name not in out:
+            path = f"{map_name}.{name}"
+            raise fpm_error("missing_field", path, f"FPM field {path} is missing")
+    return {name: out[name] for name, _ in specs}
+
+
+def decode_fpm(payload: bytes) -> dict[str, Any]:
+    """Decode one FPM payload to the nested dict of the schema (raises FpmDecodeError)."""
+    if not isinstance(payload, bytes):
+        raise KernelError(f"payload must be bytes, got {type(payload).__name__}")
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise fpm_error(
+            "too_large", "payload bytes", f"FPM payload bytes exceeds the limit of {MAX_PAYLOAD_BYTES}"
+        )
+    pairs = _map_pairs(_parse(payload), "<payload>")
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if type(key) is not str:
+            raise _wrong_type("<key>", "str")
+        if key not in ROOT_KEYS:
+            _check_depth(value, 2)
+            continue
+        if key in out:
+            raise fpm_error("duplicate_field", key, f"FPM field {key} appears twice")
+        if key == "version":
+            if type(value) is not int:
+                raise _wrong_type("version", "int")
+            if value != FPM_SCHEMA_VERSION:
+                raise fpm_error("bad_version", "version", f"FPM version {value} is not supported (expected 1)")
+            out[key] = value
+        elif key == "worker_id":
+            if type(value) is not str:
+                raise _wrong_type("worker_id", "str")
+            if len(value.encode("utf-8")) > MAX_WORKER_ID_BYTES:
+                raise fpm_error(
+                    "too_large", "worker_id", f"FPM worker_id exceeds the limit of {MAX_WORKER_ID_BYTES}"
+                )
+            out[key] = value
+        elif key in ("dp_rank", "counter_id"):
+            out[key] = _wire_count(value, key)
+        elif key == "wall_time":
+            out[key] = _wire_float(value, key)
+        else:
+            out[key] = _decode_stats(value, key, _NESTED[key])
+    for name in ROOT_KEYS:
+        if name not in out:
+            raise fpm_error("missing_field", name, f"FPM field {name} is missing")
+    return {name: out[name] for name in ROOT_KEYS}
+
+
+# ---------------------------------------------------------------------------------- encoding
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _record_int(record: dict[Any, Any], name: str, path: str) -> int:
+    if name not in record:
+        raise fpm_error("missing_field", path, f"FPM field {path} is missing")
+    value = record[name]
+    if not _is_int(value):
+        raise _wrong_type(path, "int")
+    if value < 0:
+        raise fpm_error("negative", path, f"FPM field {path} must be >= 0")
+    if value > _I64_MAX:
+        raise fpm_error("out_of_range", path, f"FPM field {path} does not fit a signed 64-bit integer")
+    return int(value)
+
+
+def _record_float(record: dict[Any, Any], name: str, path: str) -> float:
+    if name not in record:
+        raise fpm_error("missing_field", path, f"FPM field {path} is missing")
+    value = record[name]
+    if not (_is_int(value) or isinstance(value, float)):
+        raise _wrong_type(path, "float or int")
+    try:
+        x = float(value)
+    except OverflowError:
+        raise fpm_error("out_of_range", path, f"FPM field {path} does not fit a float") from None
+    return _check_float(x, path)
+
+
+def _check_keys(record: dict[Any, Any], allowed: tuple[str, ...], prefix: str) -> None:
+    for key in record:
+        if not (isinstance(key, str) and key in allowed):
+            field = f"{prefix}{key!r}"
+            raise fpm_error("unknown_field", field, f"FPM record has unknown field {field}")
+
+
+def _record_stats(
+    record: dict[Any, Any], map_name: str, specs: tuple[tuple[str, bool], ...]
+) -> dict[str, int | float]:
+    if map_name not in record:
+        raise fpm_error("missing_field", map_name, f"FPM field {map_name} is missing")
+    stats = record[map_name]
+    if not isinstance(stats, dict):
+        raise _wrong_type(map_name, "dict")
+    _check_keys(stats, tuple(name for name, _ in specs), f"{map_name}.")
+    return {
+        name: (
+            _record_int(stats, name, f"{map_name}.{name}")
+            if is_count
+            else _record_float(stats, name, f"{map_name}.{name}")
+        )
+        for name, is_count in specs
+    }
+
+
+def encode_fpm(record: dict[str, Any]) -> bytes:
+    """Encode an FPM record dict (the shape ``decode_fpm`` returns; ``version`` optional)."""
+    if not isinstance(record, dict):
+        raise _wrong_type("<payload>", "dict")
+    _check_keys(record, ROOT_KEYS, "")
+    if "version" in record:
+        version = record["version"]
+        if not _is_int(version):
+            raise _wrong_type("version", "int")
+        if version != FPM_SCHEMA_VERSION:
+            raise fpm_error("bad_version", "version", f"FPM version {version} is not supported (expected 1)")
+    if "worker_id" not in record:
+        raise fpm_error("missing_field", "worker_id", "FPM field worker_id is missing")
+    worker_id = record["worker_id"]
+    if not isinstance(worker_id, str):
+        raise _wrong_type("worker_id", "str")
+    try:
+        worker_bytes = worker_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise fpm_error("invalid_utf8", "worker_id", "FPM string worker_id is not valid UTF-8") from None
+    if len(worker_bytes) > MAX_WORKER_ID_BYTES:
+        raise fpm_error("too_large", "worker_id", f"FPM worker_id exceeds the limit of {MAX_WORKER_ID_BYTES}")
+    canonical = {
+        "version": FPM_SCHEMA_VERSION,
+        "worker_id": str(worker_id),
+        "dp_rank": _record_int(record, "dp_rank", "dp_rank"),
+        "counter_id": _record_int(record, "counter_id", "counter_id"),
+        "wall_time": _record_float(record, "wall_time", "wall_time"),
+        "scheduled_requests": _record_stats(record, "scheduled_requests", SCHEDULED_FIELDS),
+        "queued_requests": _record_stats(record, "queued_requests", QUEUED_FIELDS),
+    }
+    packed: bytes = msgpack.packb(canonical, use_bin_type=True)
+    return packed

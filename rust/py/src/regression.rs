@@ -1,0 +1,232 @@
+//! `SlidingRegression` and `estimate_many`: float64 arrays in, GIL released for bulk work.
+
+use numpy::{PyArray1, PyArrayMethods};
+use pyo3::prelude::*;
+use pyo3::types::PyTuple;
+use sla_planner_core::regression::{self, SlidingRegression as CoreRegression};
+
+use crate::errors::{argument, lift, NativeResult};
+
+/// A flattened contiguous float64 array and the original shape.
+type FlatArray<'py> = (Bound<'py, PyArray1<f64>>, Vec<usize>);
+
+/// `np.ascontiguousarray(obj, dtype=float64)` with its shape, or a KernelError naming `name`.
+fn float_array<'py>(
+    py: Python<'py>,
+    obj: &Bound<'py, PyAny>,
+    name: &str,
+) -> PyResult<NativeResult<FlatArray<'py>>> {
+    let np = py.import("numpy")?;
+    let arr = match np.call_method1("ascontiguousarray", (obj, np.getattr("float64")?)) {
+        Ok(a) => a,
+        Err(e) => {
+            return Ok(Err(argument(format!(
+                "{name} must be convertible to a float64 array: {e}"
+            ))))
+        }
+    };
+    let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
+    let flat = arr
+        .call_method1("reshape", (-1,))?
+        .cast_into::<PyArray1<f64>>()?;
+    Ok(Ok((flat, shape)))
+}
+
+/// Rows of X as a (rows, columns) pair: 1-D X is one column.
+fn matrix_shape(shape: &[usize], name: &str) -> NativeResult<(usize, usize)> {
+    match shape {
+        [n] => Ok((*n, 1)),
+        [n, k] => Ok((*n, *k)),
+        _ => Err(argument(format!(
+            "{name} must be 1-D or 2-D, got {} dimensions",
+            shape.len()
+        ))),
+    }
+}
+
+/// Time-bucketed sliding-window OLS with intercept over 1 or 2 features.
+#[pyclass(module = "sla_planner._native")]
+pub struct SlidingRegression {
+    inner: CoreRegression,
+}
+
+#[pymethods]
+impl SlidingRegression {
+    #[new]
+    #[pyo3(signature = (n_features, window_s, bucket_s, min_observations = 5))]
+    fn new(
+        py: Python<'_>,
+        n_features: i64,
+        window_s: f64,
+        bucket_s: f64,
+        min_observations: i64,
+    ) -> PyResult<Self> {
+        let r = (|| -> NativeResult<Self> {
+            let k = usize::try_from(n_features)
+                .map_err(|_| argument(format!("n_features must be 1 or 2, got {n_features}")))?;
+            let m = u64::try_from(min_observations).map_err(|_| {
+                argument(format!(
+                    "min_observations must be >= 1, got {min_observations}"
+                ))
+            })?;
+            Ok(SlidingRegression {
+                inner: CoreRegression::new(k, window_s, bucket_s, m)?,
+            })
+        })();
+        lift(py, r)
+    }
+
+    /// Add one sample: `x` is a float (1 feature) or a sequence of `n_features` floats.
+    fn add(&mut self, py: Python<'_>, t_s: f64, x: &Bound<'_, PyAny>, y: f64) -> PyResult<()> {
+        let k = self.inner.n_features();
+        let xs: Vec<f64> = match x.extract::<f64>() {
+            Ok(v) => vec![v],
+            Err(_) => x.extract::<Vec<f64>>().map_err(|_| {
+                crate::errors::to_pyerr(
+                    py,
+                    argument(format!("x must be a float or a sequence of {k} floats")),
+                )
+            })?,
+        };
+        if xs.len() != k {
+            return lift(
+                py,
+                Err(argument(format!(
+                    "x must have {k} values, got {}",
+                    xs.len()
+                ))),
+            );
+        }
+        self.inner.add(t_s, &xs, y);
+        Ok(())
+    }
+
+    /// Add samples: `t` (n,), `X` (n, n_features) or (n,) for one feature, `y` (n,).
+    #[allow(non_snake_case)]
+    fn add_many(
+        &mut self,
+        py: Python<'_>,
+        t: &Bound<'_, PyAny>,
+        X: &Bound<'_, PyAny>,
+        y: &Bound<'_, PyAny>,
+    ) -> PyResult<()> {
+        let k = self.inner.n_features();
+        let (t, t_shape) = lift(py, float_array(py, t, "t")?)?;
+        let (xa, x_shape) = lift(py, float_array(py, X, "X")?)?;
+        let (ya, y_shape) = lift(py, float_array(py, y, "y")?)?;
+        let (rows, cols) = lift(py, matrix_shape(&x_shape, "X"))?;
+        if t_shape.len() != 1
+            || y_shape.len() != 1
+            || cols != k
+            || t_shape[0] != rows
+            || y_shape[0] != rows
+        {
+            return lift(py, Err(argument(format!(
+                "add_many needs t (n,), X (n, {k}) and y (n,); got t {t_shape:?}, X {x_shape:?}, y {y_shape:?}"
+            ))));
+        }
+        let (t, xa, ya) = (t.readonly(), xa.readonly(), ya.readonly());
+        let to_err =
+            |e: numpy::NotContiguousError| crate::errors::to_pyerr(py, argument(e.to_string()));
+        let (ts, xs, ys) = (
+            t.as_slice().map_err(to_err)?,
+            xa.as_slice().map_err(to_err)?,
+            ya.as_slice().map_err(to_err)?,
+        );
+        let inner = &mut self.inner;
+        let r = py.detach(|| inner.add_many(ts, xs, ys));
+        lift(py, r.map_err(Into::into))
+    }
+
+    /// `(coefficients [intercept, b1, (b2)], sample count)` over the window ending at `now_s`,
+    /// or None (see `last_rejection`).
+    fn fit<'py>(&mut self, py: Python<'py>, now_s: f64) -> PyResult<Option<Bound<'py, PyTuple>>> {
+        let fit = lift(py, self.inner.fit(now_s).map_err(Into::into))?;
+        match fit {
+            None => Ok(None),
+            Some(f) => Ok(Some(PyTuple::new(
+                py,
+                [
+                    PyArray1::from_vec(py, f.coefficients).into_any(),
+                    f.samples.into_pyobject(py)?.into_any(),
+                ],
+            )?)),
+        }
+    }
+
+    /// Why the last fit returned None: "insufficient", "singular", "negative_slope" (else None).
+    #[getter]
+    fn last_rejection(&self) -> Option<&'static str> {
+        self.inner.last_rejection().map(|r| r.as_str())
+    }
+
+    #[getter]
+    fn n_features(&self) -> usize {
+        self.inner.n_features()
+    }
+
+    #[getter]
+    fn window_s(&self) -> f64 {
+        self.inner.window_s()
+    }
+
+    #[getter]
+    fn bucket_s(&self) -> f64 {
+        self.inner.bucket_s()
+    }
+
+    #[getter]
+    fn n_buckets(&self) -> usize {
+        self.inner.n_buckets()
+    }
+
+    #[getter]
+    fn min_observations(&self) -> u64 {
+        self.inner.min_observations()
+    }
+
+    /// Samples dropped for NaN/inf values or an out-of-range time.
+    #[getter]
+    fn dropped_invalid(&self) -> u64 {
+        self.inner.dropped_invalid()
+    }
+
+    /// Samples dropped because their bucket had already left the ring.
+    #[getter]
+    fn dropped_late(&self) -> u64 {
+        self.inner.dropped_late()
+    }
+}
+
+/// Predictions `coef[0] + X @ coef[1:]` for every row of X ((n, k), or (n,) when k == 1).
+#[pyfunction]
+#[allow(non_snake_case)]
+pub fn estimate_many<'py>(
+    py: Python<'py>,
+    coef: &Bound<'py, PyAny>,
+    X: &Bound<'py, PyAny>,
+) -> PyResult<Bound<'py, PyArray1<f64>>> {
+    let (c, c_shape) = lift(py, float_array(py, coef, "coef")?)?;
+    let (xa, x_shape) = lift(py, float_array(py, X, "X")?)?;
+    let (rows, cols) = lift(py, matrix_shape(&x_shape, "X"))?;
+    if c_shape.len() != 1 || c_shape[0] != cols + 1 {
+        return lift(py, Err(argument(format!(
+            "estimate_many needs coef of shape ({},) for X of shape {x_shape:?}; got coef {c_shape:?}",
+            cols + 1
+        ))));
+    }
+    let (c, xa) = (c.readonly(), xa.readonly());
+    let to_err =
+        |e: numpy::NotContiguousError| crate::errors::to_pyerr(py, argument(e.to_string()));
+    let (cs, xs) = (
+        c.as_slice().map_err(to_err)?,
+        xa.as_slice().map_err(to_err)?,
+    );
+    let out = if cols == 0 {
+        vec![cs[0]; rows]
+    } else {
+        let r = py.detach(|| regression::estimate_many(cs, xs));
+        lift(py, r.map_err(Into::into))?
+    };
+    Ok(PyArray1::from_vec(py, out))
+}
