@@ -1,132 +1,293 @@
 # cython: language_level=3
-"""Bank of N independent local-linear-trend Kalman filters. Reference:
-sla_planner.kernels.kalman_ref.KalmanBankRef (same semantics, same numbers)."""
+"""Bank of N independent local-linear-trend Kalman filters.
+
+Model, observation rules and input rules: sla_planner.kernels.kalman_ref (the reference and the
+oracle; same operations in the same order, libm log1p/expm1, so results are bit-identical).
+Inputs the fast path does not accept go through the reference's helpers, which raise
+KernelError or return converted values.
+"""
 
 import numpy as np
+
 cimport numpy as cnp
-from libc.math cimport isnan, isfinite, log1p, expm1, NAN
+from cpython.float cimport PyFloat_AS_DOUBLE
+from cpython.long cimport PyLong_AsDouble, PyLong_AsSsize_t
+from libc.math cimport NAN, expm1, isfinite, log1p
+from libc.stdint cimport int64_t
 
 cnp.import_array()
 
+__all__ = ["KalmanBank"]
+
+cdef object _F64_SCALAR = np.float64
+cdef object _REF = None
+
+
+cdef object _ref():
+    """sla_planner.kernels.kalman_ref, imported on first use: only the slow (converting or
+    raising) paths need it, and a top-level import would cycle through sla_planner.kernels."""
+    global _REF
+    if _REF is None:
+        from sla_planner.kernels import kalman_ref
+        _REF = kalman_ref
+    return _REF
+
+
+cdef inline bint _as_double(object v, double* out) noexcept:
+    """Store v as a double if it is a float, numpy float64 or int that fits; else False."""
+    if type(v) is float or type(v) is _F64_SCALAR:
+        out[0] = PyFloat_AS_DOUBLE(v)
+        return True
+    if type(v) is int:
+        try:
+            out[0] = PyLong_AsDouble(v)
+        except OverflowError:
+            return False
+        return True
+    return False
+
+
+cdef inline bint _is_f64_vector(object a, Py_ssize_t n) noexcept:
+    """a is an exact ndarray of native, aligned, C-contiguous float64 with shape (n,)."""
+    cdef cnp.ndarray arr
+    if not cnp.PyArray_CheckExact(a):
+        return False
+    arr = <cnp.ndarray>a
+    return (cnp.PyArray_TYPE(arr) == cnp.NPY_DOUBLE
+            and cnp.PyArray_NDIM(arr) == 1
+            and cnp.PyArray_DIMS(arr)[0] == n
+            and cnp.PyArray_ISCARRAY_RO(arr)
+            and cnp.PyArray_ISNOTSWAPPED(arr))
+
+
+cdef struct _State:
+    double* level
+    double* trend
+    double* p00
+    double* p01
+    double* p11
+    int64_t* count
+    double q_level
+    double q_trend
+    double r
+
+
+cdef inline void _start(_State* s, Py_ssize_t k, double y) noexcept nogil:
+    s.level[k] = y
+    s.trend[k] = 0.0
+    s.p00[k] = s.r
+    s.p01[k] = 0.0
+    s.p11[k] = s.r
+    s.count[k] += 1
+
+
+cdef inline void _fold(_State* s, Py_ssize_t k, double y) noexcept nogil:
+    """Fold a finite, already transformed observation y into series k."""
+    cdef double lv, tr, a00, a01, a11, sv, inv_s, k0, k1, innov, nl, nt, n00, n01, n11
+    if s.count[k] == 0:
+        _start(s, k, y)
+        return
+    # predict
+    lv = s.level[k] + s.trend[k]
+    tr = s.trend[k]
+    a00 = s.p00[k] + 2 * s.p01[k] + s.p11[k] + s.q_level
+    a01 = s.p01[k] + s.p11[k]
+    a11 = s.p11[k] + s.q_trend
+    # correct (S = 0: nothing to correct, the prediction is exact)
+    sv = a00 + s.r
+    if sv > 0.0:
+        inv_s = 1.0 / sv
+        k0 = a00 * inv_s
+        k1 = a01 * inv_s
+        innov = y - lv
+        nl = lv + k0 * innov
+        nt = tr + k1 * innov
+        n00 = (1 - k0) * a00
+        n01 = (1 - k0) * a01
+        n11 = a11 - k1 * a01
+    else:
+        nl = lv
+        nt = tr
+        n00 = a00
+        n01 = a01
+        n11 = a11
+    if isfinite(nl) and isfinite(nt) and isfinite(n00) and isfinite(n01) and isfinite(n11):
+        s.level[k] = nl
+        s.trend[k] = nt
+        s.p00[k] = n00
+        s.p01[k] = n01
+        s.p11[k] = n11
+        s.count[k] += 1
+    else:
+        _start(s, k, y)  # overflow: restart from this observation
+
+
+cdef inline double _forecast(const _State* s, Py_ssize_t k, bint use_log) noexcept nogil:
+    cdef double f
+    if s.count[k] == 0:
+        return NAN
+    f = s.level[k] + s.trend[k]
+    if use_log:
+        f = expm1(f)
+    return 0.0 if f <= 0.0 else f
+
 
 cdef class KalmanBank:
-    """N local-linear-trend filters updated together; see KalmanBankRef for the model."""
+    """N local-linear-trend Kalman filters updated together (model: KalmanBankRef)."""
 
-    cdef public Py_ssize_t n
-    cdef public double q_level, q_trend, r
-    cdef public bint log1p
-    cdef double[::1] _level, _trend, _p00, _p01, _p11
-    cdef long long[::1] _count
-    cdef object level_arr, trend_arr, p00_arr, p01_arr, p11_arr, count_arr
+    cdef _State _s
+    cdef Py_ssize_t _n
+    cdef bint _log1p
+    cdef object _arrays  # (level, trend, p00, p01, p11, count): owners of the _s pointers
 
-    def __init__(self, Py_ssize_t n, double q_level, double q_trend, double r, bint log1p=False):
-        from sla_planner.kernels.kalman_ref import _check_params
-        _check_params(n, q_level, q_trend, r)
-        self.n = n
-        self.q_level = q_level
-        self.q_trend = q_trend
-        self.r = r
-        self.log1p = log1p
-        self.level_arr = np.zeros(n)
-        self.trend_arr = np.zeros(n)
-        self.p00_arr = np.zeros(n)
-        self.p01_arr = np.zeros(n)
-        self.p11_arr = np.zeros(n)
-        self.count_arr = np.zeros(n, dtype=np.int64)
-        self._level = self.level_arr
-        self._trend = self.trend_arr
-        self._p00 = self.p00_arr
-        self._p01 = self.p01_arr
-        self._p11 = self.p11_arr
-        self._count = self.count_arr
+    def __cinit__(self):
+        self._n = 0
+        self._log1p = False
+        self._arrays = ()
+
+    def __init__(self, n, q_level, q_trend, r, log1p=False):
+        cdef cnp.ndarray level, trend, p00, p01, p11, count
+        n, q_level, q_trend, r, log1p = _ref().check_params(n, q_level, q_trend, r, log1p)
+        level = np.zeros(n)
+        trend = np.zeros(n)
+        p00 = np.zeros(n)
+        p01 = np.zeros(n)
+        p11 = np.zeros(n)
+        count = np.zeros(n, dtype=np.int64)
+        self._arrays = (level, trend, p00, p01, p11, count)
+        self._s.level = <double*>cnp.PyArray_DATA(level)
+        self._s.trend = <double*>cnp.PyArray_DATA(trend)
+        self._s.p00 = <double*>cnp.PyArray_DATA(p00)
+        self._s.p01 = <double*>cnp.PyArray_DATA(p01)
+        self._s.p11 = <double*>cnp.PyArray_DATA(p11)
+        self._s.count = <int64_t*>cnp.PyArray_DATA(count)
+        self._s.q_level = q_level
+        self._s.q_trend = q_trend
+        self._s.r = r
+        self._n = n
+        self._log1p = log1p
+
+    # parameters (read-only)
+    @property
+    def n(self):
+        """Number of series."""
+        return self._n
 
     @property
+    def q_level(self):
+        """Process noise variance of the level."""
+        return self._s.q_level
+
+    @property
+    def q_trend(self):
+        """Process noise variance of the trend."""
+        return self._s.q_trend
+
+    @property
+    def r(self):
+        """Observation noise variance."""
+        return self._s.r
+
+    @property
+    def log1p(self):
+        """Whether the filters run on log1p(max(y, 0))."""
+        return self._log1p
+
+    # state (read-only views)
+    @property
     def level(self):
-        return self.level_arr
+        """Filtered level per series (log1p space when log1p)."""
+        return self._view(0)
 
     @property
     def trend(self):
-        return self.trend_arr
+        """Filtered trend per series (per update)."""
+        return self._view(1)
 
     @property
     def p00(self):
-        return self.p00_arr
+        """Level variance per series."""
+        return self._view(2)
 
     @property
     def p01(self):
-        return self.p01_arr
+        """Level-trend covariance per series."""
+        return self._view(3)
 
     @property
     def p11(self):
-        return self.p11_arr
+        """Trend variance per series."""
+        return self._view(4)
 
     @property
     def count(self):
-        return self.count_arr
+        """Accepted observations per series."""
+        return self._view(5)
+
+    def _view(self, Py_ssize_t which):
+        if not self._arrays:  # constructed without __init__
+            return np.zeros(0, dtype=np.int64 if which == 5 else np.float64)
+        view = self._arrays[which].view()
+        view.flags.writeable = False
+        return view
 
     def update(self, values):
-        """Fold one observation per series into the bank (NaN skips that series)."""
-        arr = np.ascontiguousarray(values, dtype=np.float64)
-        if arr.shape != (self.n,):
-            from sla_planner.errors import KernelError
-            raise KernelError(f"KalmanBank.update: expected shape ({self.n},), got {arr.shape}")
-        cdef const double[::1] ys = arr
-        cdef Py_ssize_t k
-        cdef double y, lv, tr, p00, p01, p11, s, k0, k1, innov
-        cdef double ql = self.q_level, qt = self.q_trend, r = self.r
-        cdef bint use_log = self.log1p
+        """Fold one observation per series into the bank (non-finite values skip their series)."""
+        if not _is_f64_vector(values, self._n):
+            values = _ref().as_observations(values, self._n)
+        cdef const double* ys = <const double*>cnp.PyArray_DATA(<cnp.ndarray>values)
+        cdef Py_ssize_t k, n = self._n
+        cdef double y
+        cdef bint use_log = self._log1p
+        cdef _State* s = &self._s
         with nogil:
-            for k in range(self.n):
-                y = ys[k]
-                if isnan(y):
-                    continue
-                if use_log:
-                    y = log1p(y if y > 0.0 else 0.0)
-                if not isfinite(y):
-                    continue
-                if self._count[k] == 0:
-                    self._level[k] = y
-                    self._trend[k] = 0.0
-                    self._p00[k] = r
-                    self._p01[k] = 0.0
-                    self._p11[k] = r
-                    self._count[k] = 1
-                    continue
-                lv = self._level[k] + self._trend[k]
-                tr = self._trend[k]
-                p00 = self._p00[k] + 2 * self._p01[k] + self._p11[k] + ql
-                p01 = self._p01[k] + self._p11[k]
-                p11 = self._p11[k] + qt
-                s = p00 + r
-                if s <= 0.0:
-                    self._level[k] = lv
-                    self._trend[k] = tr
-                    self._count[k] += 1
-                    continue
-                k0 = p00 / s
-                k1 = p01 / s
-                innov = y - lv
-                self._level[k] = lv + k0 * innov
-                self._trend[k] = tr + k1 * innov
-                self._p00[k] = (1 - k0) * p00
-                self._p01[k] = (1 - k0) * p01
-                self._p11[k] = p11 - k1 * p01
-                self._count[k] += 1
+            if use_log:
+                for k in range(n):
+                    y = ys[k]
+                    if isfinite(y):
+                        _fold(s, k, log1p(y if y > 0.0 else 0.0))
+            else:
+                for k in range(n):
+                    y = ys[k]
+                    if isfinite(y):
+                        _fold(s, k, y)
+
+    def update_one(self, i, value):
+        """Fold one observation into series i (a non-finite value is skipped)."""
+        cdef Py_ssize_t k = self._index("KalmanBank.update_one", i)
+        cdef double y
+        if not _as_double(value, &y):
+            y = _ref().as_observation(value)
+        if isfinite(y):
+            if self._log1p:
+                y = log1p(y if y > 0.0 else 0.0)
+            _fold(&self._s, k, y)
 
     def predict(self):
-        """One-step-ahead forecast per series (NaN before the first observation), never negative."""
-        out = np.empty(self.n, dtype=np.float64)
-        cdef double[::1] o = out
-        cdef Py_ssize_t k
-        cdef double f
-        cdef bint use_log = self.log1p
+        """One-step-ahead forecast per series, in the input space, never negative (NaN before
+        a series' first observation)."""
+        cdef cnp.ndarray out = np.empty(self._n, dtype=np.float64)
+        cdef double* o = <double*>cnp.PyArray_DATA(out)
+        cdef Py_ssize_t k, n = self._n
+        cdef bint use_log = self._log1p
+        cdef const _State* s = &self._s
         with nogil:
-            for k in range(self.n):
-                if self._count[k] == 0:
-                    o[k] = NAN
-                    continue
-                f = self._level[k] + self._trend[k]
-                if use_log:
-                    f = expm1(f)
-                o[k] = f if f > 0.0 else 0.0
+            for k in range(n):
+                o[k] = _forecast(s, k, use_log)
         return out
+
+    def predict_one(self, i):
+        """One-step-ahead forecast of series i (NaN before its first observation)."""
+        cdef Py_ssize_t k = self._index("KalmanBank.predict_one", i)
+        return _forecast(&self._s, k, self._log1p)
+
+    cdef inline Py_ssize_t _index(self, str func, object i) except -1:
+        cdef Py_ssize_t k = -1
+        if type(i) is int:
+            try:
+                k = PyLong_AsSsize_t(i)
+            except OverflowError:
+                k = -1
+        if 0 <= k < self._n:
+            return k
+        return _ref().check_index(func, i, self._n)
