@@ -1,0 +1,47 @@
+"""The two model-free predictors: ``constant`` (last value) and ``linear`` (least-squares line)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import PredictorError
+from .base import BasePredictor
+
+__all__ = ["ConstantPredictor", "LinearPredictor"]
+
+
+class ConstantPredictor(BasePredictor):
+    """Forecasts the last value. ``log1p`` is accepted and changes nothing (expm1(log1p(x)) = x)."""
+
+    name = "constant"
+
+    def __init__(self, *, log1p: bool = False) -> None:
+        super().__init__(log1p=log1p, window_size=1, min_points=1)
+
+    def _forecast(self) -> float:
+        return self._last_value
+
+
+class LinearPredictor(BasePredictor):
+    """Least-squares line over the last ``window_size`` points, evaluated one step ahead.
+
+    With fewer than 2 stored points the forecast is the last value. With ``log1p`` the line is
+    fitted to ``log1p(x)`` (exponential growth becomes a line) and the forecast is ``expm1``'d.
+    """
+
+    name = "linear"
+
+    def __init__(self, *, log1p: bool = False, window_size: int = 10) -> None:
+        if window_size < 2:
+            raise PredictorError(f"linear predictor: window_size must be >= 2, got {window_size}")
+        super().__init__(log1p=log1p, window_size=window_size, min_points=2)
+        self.window_size = int(window_size)
+
+    def _forecast(self) -> float:
+        y = self.to_fit_space(np.fromiter(self._window, dtype=np.float64))
+        n = y.size
+        x_dev = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
+        y_mean = float(y.mean())
+        slope = float(x_dev @ (y - y_mean)) / float(x_dev @ x_dev)
+        # the next point sits at x = n, i.e. (n + 1) / 2 past the mean of 0..n-1
+        return self.from_fit_space(y_mean + slope * (n + 1) / 2.0)
