@@ -243,3 +243,26 @@ def test_ceil_ignores_float_noise() -> None:
     # float noise must not add a replica: 600.0000000000001 req -> raw 3.0000000000000004 -> 3
     p = plan(TrafficForecast(0.1 * 3 * 2000, 3000, 150, 60))
     assert p.replicas is not None and p.replicas[Pool.PREFILL] == 3
+
+
+def test_queue_aware_prefill_adds_headroom_for_ttft() -> None:
+    # Formula: 600 req * 3000 / 60 s / 10,000 tok/s = 3.0 engines (100% busy). As an M/M/4 queue:
+    # lam 10/s, service 0.3 s (0.1 ms/token * 3000), a = 3: 3 engines are saturated (a = c) and 4
+    # give P(wait > 2.0 - 0.3 s) = C(4, 3) * exp(-(4/0.3 - 10) * 1.7) ~= 0.509 * 0.0035 <= 0.05.
+    p = plan(TrafficForecast(600, 3000, 150, 60), ttft_attainment=0.95, ttft_ms=2000.0)
+    prop = p.proposals[Pool.PREFILL]
+    assert p.replicas is not None and p.replicas[Pool.PREFILL] == 4
+    assert prop.reason is ThroughputReason.SIZED_FOR_TTFT_QUEUEING
+    assert prop.queueing["service_mean_s"] == pytest.approx(0.3)
+    assert prop.queueing["engines"] == 4
+    # off: the formula alone
+    off = plan(TrafficForecast(600, 3000, 150, 60), ttft_attainment=0.0)
+    assert off.replicas is not None and off.replicas[Pool.PREFILL] == 3
+
+
+def test_backlog_is_cleared_within_the_interval() -> None:
+    # 600 req * 3000 + 1,200,000 queued tokens = 3,000,000 tokens / 60 s / 10,000 = 5 engines;
+    # decode also serves the 400 backlogged requests: (600 + 400) * 150 / 60 / 3,000 = 0.83 -> 1
+    p = plan(TrafficForecast(600, 3000, 150, 60, backlog_prefill_tokens=1_200_000))
+    assert p.replicas == {Pool.PREFILL: 5, Pool.DECODE: 1}
+    assert p.proposals[Pool.DECODE].demand_tokens_per_s["decode"] == pytest.approx(2500.0)

@@ -232,6 +232,30 @@ class PlannerConfig(BaseModel):
     no_correction: bool = Field(
         False, description="Disable correction factors from observed vs. profiled TTFT/ITL."
     )
+    ttft_attainment_target: float = Field(
+        0.95,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Share of requests whose TTFT should meet `ttft`: prefill is sized so an M/G/c queue "
+            "model of the pool (service time from the profile over the observed ISL histogram) "
+            "predicts at most this share waiting too long. 0 disables queue-aware sizing."
+        ),
+    )
+    forecast_at_least_observed: bool = Field(
+        True,
+        description=(
+            "Plan for at least the request count observed in the last interval: trend "
+            "predictors lag a step up, and under-provisioning builds queues that outlast it."
+        ),
+    )
+    throughput_include_backlog: bool = Field(
+        True,
+        description=(
+            "Size prefill to also clear, within one interval, the prompt tokens already queued at "
+            "prefill engines (from engine metrics)."
+        ),
+    )
     profile_results_dir: str | None = Field(
         None,
         min_length=1,

@@ -34,6 +34,8 @@ class ThroughputReason(str, Enum):
     IDLE_FORECAST = "idle_forecast"
     ITL_TARGET_UNREACHABLE = "itl_target_unreachable"
     UNKNOWN_TRAFFIC = "unknown_traffic"
+    SCALE_DOWN_HELD_SLA_VIOLATED = "scale_down_held_sla_violated"
+    SIZED_FOR_TTFT_QUEUEING = "sized_for_ttft_queueing"
 
 
 class BudgetAction(str, Enum):
@@ -59,12 +61,17 @@ def _finite_non_negative(value: float | None) -> bool:
 
 @dataclass(frozen=True)
 class TrafficForecast:
-    """Expected traffic in the next interval: request count, mean ISL and OSL (tokens)."""
+    """Expected traffic in the next interval: request count, mean ISL and OSL (tokens), plus the
+    prefill backlog already waiting (prompt tokens queued, from engine metrics)."""
 
     num_req: float
     isl: float
     osl: float
     interval_s: float
+    backlog_prefill_tokens: float = 0.0
+    """Prompt tokens already queued at prefill engines, to be cleared within the interval too."""
+    isl_buckets: tuple[tuple[float, float], ...] | None = None
+    """Shape of the ISL distribution: (bucket upper bound, request count) from the last window."""
 
     def is_trustworthy(self) -> bool:
         """All numbers finite and non-negative, interval positive."""
@@ -72,6 +79,7 @@ class TrafficForecast:
             _finite_non_negative(self.num_req)
             and _finite_non_negative(self.isl)
             and _finite_non_negative(self.osl)
+            and _finite_non_negative(self.backlog_prefill_tokens)
             and math.isfinite(self.interval_s)
             and self.interval_s > 0.0
         )
@@ -87,6 +95,8 @@ class ObservedTraffic:
     ttft_ms: float | None = None
     itl_ms: float | None = None
     request_duration_s: float | None = None
+    isl_buckets: tuple[tuple[float, float], ...] | None = None
+    """ISL histogram of the window: (upper bound, requests in the bucket), +inf last."""
 
 
 class TickKind(str, Enum):

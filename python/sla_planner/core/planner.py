@@ -8,12 +8,14 @@ last targets) changes only inside ``step``, deterministically, so a replay is re
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..types import (
     DecisionReason,
+    ThroughputReason,
     ObservedTraffic,
     Pool,
     TickKind,
@@ -48,6 +50,7 @@ class TickInput:
     traffic: ObservedTraffic | None
     current: dict[Pool, int] | None
     scaling_in_progress: bool = False
+    backlog_prefill_tokens: float | None = None
     engines: Any = None
 
 
@@ -78,6 +81,7 @@ class Decision:
                 "isl": self.forecast.isl,
                 "osl": self.forecast.osl,
                 "interval_s": self.forecast.interval_s,
+                "backlog_prefill_tokens": self.forecast.backlog_prefill_tokens,
             },
             "detail": self.detail,
         }
@@ -137,6 +141,7 @@ class PlannerCore:
         self.prefill_model = prefill_model
         self.decode_model = decode_model
         self.last_targets: dict[Pool, int] | None = None
+        self._isl_buckets: tuple[tuple[float, float], ...] | None = None
 
     def intervals(self) -> dict[TickKind, float]:
         """Tick schedule: each enabled loop and its interval in seconds."""
@@ -151,11 +156,23 @@ class PlannerCore:
             return self._throughput_tick(tick_input)
         raise ValueError(f"PlannerCore: no {tick.kind.value} loop is configured")
 
-    def _forecast(self, interval_s: float) -> TrafficForecast:
+    def _forecast(
+        self, interval_s: float, backlog: float | None, traffic: ObservedTraffic | None = None
+    ) -> TrafficForecast:
         f = self.forecaster.forecast()
         isl = f.isl if _finite(f.isl) and f.isl > 0 else float(self.cfg.isl)
         osl = f.osl if _finite(f.osl) and f.osl > 0 else float(self.cfg.osl)
-        return TrafficForecast(f.num_req, isl, osl, interval_s)
+        use_backlog = self.cfg.throughput_include_backlog and _finite(backlog) and (backlog or 0) > 0
+        if traffic is not None and traffic.isl_buckets:
+            self._isl_buckets = traffic.isl_buckets
+        return TrafficForecast(
+            f.num_req,
+            isl,
+            osl,
+            interval_s,
+            float(backlog) if use_backlog else 0.0,
+            self._isl_buckets,
+        )
 
     def _throughput_tick(self, inp: TickInput) -> Decision:
         interval = float(self.cfg.throughput_adjustment_interval)
@@ -169,7 +186,11 @@ class PlannerCore:
             traffic.isl if has_requests and _finite(traffic.isl) else None,
             traffic.osl if has_requests and _finite(traffic.osl) else None,
         )
-        forecast = self._forecast(interval)
+        forecast = self._forecast(interval, inp.backlog_prefill_tokens, traffic)
+        if self.cfg.forecast_at_least_observed and forecast.num_req < (traffic.num_req or 0.0):
+            # Scale up as fast as load rises: a trend model lags a step; never plan below the
+            # load just seen (scale-down still follows the forecast one interval later).
+            forecast = dataclasses.replace(forecast, num_req=float(traffic.num_req or 0.0))
         if inp.current is None:
             return Decision(
                 inp.now_s, TickKind.THROUGHPUT, None, DecisionReason.UNKNOWN_WORKERS, forecast=forecast
@@ -195,17 +216,22 @@ class PlannerCore:
                 forecast,
                 detail,
             )
+        targets = self._hold_scale_down_while_violating(
+            dict(plan.replicas), inp.current, traffic, pool_reasons
+        )
         if inp.scaling_in_progress:
-            return Decision(
-                inp.now_s,
-                TickKind.THROUGHPUT,
-                None,
-                DecisionReason.SCALING_IN_PROGRESS,
-                pool_reasons,
-                forecast,
-                detail,
-            )
-        targets = dict(plan.replicas)
+            # Engines are still starting: more may be added, none removed until they are ready.
+            targets = {p: max(n, inp.current.get(p, 0)) for p, n in targets.items()}
+            if all(targets[p] == inp.current.get(p, 0) for p in targets):
+                return Decision(
+                    inp.now_s,
+                    TickKind.THROUGHPUT,
+                    None,
+                    DecisionReason.SCALING_IN_PROGRESS,
+                    pool_reasons,
+                    forecast,
+                    detail,
+                )
         self.last_targets = targets
         return Decision(
             inp.now_s,
@@ -216,6 +242,29 @@ class PlannerCore:
             forecast,
             detail,
         )
+
+
+    def _hold_scale_down_while_violating(
+        self,
+        targets: dict[Pool, int],
+        current: dict[Pool, int],
+        traffic: ObservedTraffic,
+        pool_reasons: dict[Pool, str],
+    ) -> dict[Pool, int]:
+        """Never shrink a pool whose observed latency is over its SLA: it is not keeping up."""
+        ttft_over = _finite(traffic.ttft_ms) and (traffic.ttft_ms or 0.0) > self.cfg.ttft
+        itl_over = _finite(traffic.itl_ms) and (traffic.itl_ms or 0.0) > self.cfg.itl
+        violating = {
+            Pool.PREFILL: ttft_over,
+            Pool.DECODE: itl_over,
+            Pool.AGG: ttft_over or itl_over,
+        }
+        for pool, target in targets.items():
+            now = current.get(pool)
+            if now is not None and target < now and violating[pool]:
+                targets[pool] = now
+                pool_reasons[pool] = ThroughputReason.SCALE_DOWN_HELD_SLA_VIOLATED.value
+        return targets
 
 
 class StaticPolicy:

@@ -2,8 +2,10 @@
 
 For a forecast of N requests in the next interval of T seconds with mean ISL and OSL tokens:
 
-* prefill  = ceil(N*ISL/T * min(1, cf_p) / thpt_prefill_per_gpu(ISL) / prefill_engine_num_gpu)
-* decode   = ceil(N*OSL/T / best_decode_thpt_per_gpu(itl / cf_d, ISL + OSL/2) / decode_engine_num_gpu)
+* prefill  = ceil((N*ISL + B)/T * min(1, cf_p) / thpt_prefill_per_gpu(ISL) / prefill_engine_num_gpu)
+  where B is the prompt tokens already queued at prefill engines (0 when unknown): a pool sized
+  only for new arrivals never drains a backlog built while it was too small.
+* decode   = ceil((N + B/ISL)*OSL/T / best_decode_thpt_per_gpu(itl / cf_d, ISL + OSL/2) / decode_engine_num_gpu)
 * agg      = ceil(prefill_share + decode_share): an aggregated engine time-shares both phases, so
   the engines needed are the sum of the fractions of an engine each phase keeps busy.
 
@@ -27,6 +29,7 @@ from ..types import (
     TrafficForecast,
 )
 from .budget import BudgetResult, fit_disagg_to_budget, fit_pool_to_budget
+from .queueing import engines_for_ttft, service_moments
 
 __all__ = [
     "PrefillPerf",
@@ -43,6 +46,12 @@ __all__ = [
 
 # A replica count that is an integer up to float noise (2.0000000000000004) is that integer.
 _CEIL_SLACK = 1e-9
+
+# Correction factors are clamped to this range: a ratio far outside it says the system is not in
+# the steady state the profile describes (queues building or draining), not that the engines are
+# 4x faster or slower, and acting on it would size pools from a transient.
+CORRECTION_MIN = 0.25
+CORRECTION_MAX = 4.0
 
 
 class PrefillPerf(Protocol):
@@ -81,6 +90,9 @@ class ThroughputSettings:
     decode_engine_num_gpu: int = 1
     itl_ms: float = 30.0
     correction: CorrectionStatus = CorrectionStatus.APPLIED
+    ttft_ms: float = 2000.0
+    ttft_attainment: float = 0.0
+    """Queue-aware prefill sizing target (0 = off: the throughput formula alone)."""
 
     @classmethod
     def from_config(cls, cfg: Any) -> ThroughputSettings:
@@ -99,6 +111,8 @@ class ThroughputSettings:
             decode_engine_num_gpu=cfg.decode_engine_num_gpu,
             itl_ms=cfg.itl,
             correction=correction,
+            ttft_ms=cfg.ttft,
+            ttft_attainment=cfg.ttft_attainment_target,
         )
 
     def pools(self) -> tuple[Pool, ...]:
@@ -119,6 +133,8 @@ class Correction:
     status: CorrectionStatus
     observed_ms: float | None = None
     expected_ms: float | None = None
+    raw_factor: float | None = None
+    """observed / expected before clamping to [CORRECTION_MIN, CORRECTION_MAX]."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +152,7 @@ class PoolProposal:
     context_length: float | None = None
     decode_kv_usage: float | None = None
     decode_itl_ms: float | None = None
+    queueing: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -193,7 +210,8 @@ def _ratio(observed: float, expected: float, skip: CorrectionStatus) -> Correcti
     factor = observed / expected
     if not _usable(factor):
         return Correction(None, CorrectionStatus.NON_POSITIVE, observed, expected)
-    return Correction(factor, CorrectionStatus.APPLIED, observed, expected)
+    clamped = min(max(factor, CORRECTION_MIN), CORRECTION_MAX)
+    return Correction(clamped, CorrectionStatus.APPLIED, observed, expected, raw_factor=factor)
 
 
 def prefill_correction(
@@ -252,8 +270,12 @@ def _replicas(raw: float, min_endpoint: int, idle: bool) -> tuple[int, Throughpu
 def _prefill_share(
     forecast: TrafficForecast, model: PrefillPerf, cf: Correction
 ) -> tuple[float, float, float]:
-    """(demand tokens/s after correction, capacity tokens/s/GPU, demand before correction)."""
-    demand = forecast.num_req * forecast.isl / forecast.interval_s
+    """(demand tokens/s after correction, capacity tokens/s/GPU, demand before correction).
+
+    Demand is the forecast's prompt tokens plus the queued backlog, both over the interval.
+    """
+    tokens = forecast.num_req * forecast.isl + forecast.backlog_prefill_tokens
+    demand = tokens / forecast.interval_s
     factor = min(1.0, cf.factor) if cf.factor is not None else 1.0
     return demand * factor, model.thpt_per_gpu(forecast.isl), demand
 
@@ -261,9 +283,47 @@ def _prefill_share(
 def _decode_point(
     forecast: TrafficForecast, model: DecodePerf, cf: Correction, settings: ThroughputSettings
 ) -> tuple[float, float, DecodePoint]:
-    target = settings.itl_ms / cf.factor if cf.factor is not None else settings.itl_ms
+    """The decode operating point for the (corrected) ITL target at the forecast's context.
+
+    When the corrected target is below anything the profile reaches but the configured one is
+    not, the configured target is used: sizing at the profile's lowest-ITL point (a batch of about
+    one) would multiply the pool for a latency no engine count can deliver.
+    """
     context = forecast.isl + forecast.osl / 2.0
-    return target, context, model.best_throughput_per_gpu(target, context)
+    target = settings.itl_ms / cf.factor if cf.factor is not None else settings.itl_ms
+    point = model.best_throughput_per_gpu(target, context)
+    if not point.meets_target and cf.factor is not None and cf.factor > 1.0:
+        fallback = model.best_throughput_per_gpu(settings.itl_ms, context)
+        if fallback.meets_target:
+            return settings.itl_ms, context, _Unreached(fallback)
+    return target, context, point
+
+
+@dataclass(frozen=True)
+class _Unreached:
+    """An operating point that meets the configured target but not the corrected one."""
+
+    inner: Any
+    meets_target: bool = False
+
+    @property
+    def thpt_per_gpu(self) -> float:
+        return float(self.inner.thpt_per_gpu)
+
+    @property
+    def kv_usage(self) -> float:
+        return float(self.inner.kv_usage)
+
+    @property
+    def itl_ms(self) -> float:
+        return float(self.inner.itl_ms)
+
+
+def _decode_demand(forecast: TrafficForecast) -> float:
+    """Decode tokens/s: the forecast's requests plus those behind the prefill backlog (which
+    reach decode within the interval once prefill drains them), each generating OSL tokens."""
+    backlog_requests = forecast.backlog_prefill_tokens / forecast.isl if forecast.isl > 0 else 0.0
+    return (forecast.num_req + backlog_requests) * forecast.osl / forecast.interval_s
 
 
 def _propose_prefill(
@@ -272,7 +332,13 @@ def _propose_prefill(
     demand, capacity, uncorrected = _prefill_share(forecast, model, cf)
     gpus = settings.prefill_engine_num_gpu
     raw = demand / capacity / gpus
-    replicas, reason = _replicas(raw, settings.min_endpoint, forecast.num_req == 0)
+    idle = forecast.num_req == 0 and forecast.backlog_prefill_tokens == 0
+    replicas, reason = _replicas(raw, settings.min_endpoint, idle)
+    queueing: dict[str, Any] = {}
+    if settings.ttft_attainment > 0.0 and not idle:
+        queued, queueing = _queue_aware_prefill(forecast, model, cf, settings)
+        if queued is not None and queued > replicas:
+            replicas, reason = queued, ThroughputReason.SIZED_FOR_TTFT_QUEUEING
     return PoolProposal(
         Pool.PREFILL,
         replicas,
@@ -281,17 +347,42 @@ def _propose_prefill(
         demand_tokens_per_s={"prefill": uncorrected, "prefill_corrected": demand},
         capacity_tokens_per_s_per_gpu={"prefill": capacity},
         engine_num_gpu=gpus,
+        queueing=queueing,
     )
+
+
+def _queue_aware_prefill(
+    forecast: TrafficForecast, model: PrefillPerf, cf: Correction, settings: ThroughputSettings
+) -> tuple[int | None, dict[str, Any]]:
+    """Engines an M/G/c model of the pool needs for the TTFT attainment target (see queueing)."""
+    factor = min(1.0, cf.factor) if cf.factor is not None else 1.0
+    moments = service_moments(
+        lambda isl: model.ttft_ms(isl) / 1e3 * factor, forecast.isl, forecast.isl_buckets
+    )
+    lam = forecast.num_req / forecast.interval_s
+    cap = max(settings.max_gpu_budget // settings.prefill_engine_num_gpu, 1)
+    engines = engines_for_ttft(
+        lam, moments, settings.ttft_ms / 1e3, settings.ttft_attainment, cap
+    )
+    return engines, {
+        "arrival_rate_per_s": lam,
+        "service_mean_s": moments.mean_s,
+        "service_scv": moments.scv,
+        "from_isl_histogram": moments.from_histogram,
+        "attainment_target": settings.ttft_attainment,
+        "engines": engines,
+    }
 
 
 def _propose_decode(
     forecast: TrafficForecast, model: DecodePerf, cf: Correction, settings: ThroughputSettings
 ) -> PoolProposal:
     target, context, point = _decode_point(forecast, model, cf, settings)
-    demand = forecast.num_req * forecast.osl / forecast.interval_s
+    demand = _decode_demand(forecast)
     gpus = settings.decode_engine_num_gpu
     raw = demand / point.thpt_per_gpu / gpus
-    replicas, reason = _replicas(raw, settings.min_endpoint, forecast.num_req == 0)
+    idle = forecast.num_req == 0 and forecast.backlog_prefill_tokens == 0
+    replicas, reason = _replicas(raw, settings.min_endpoint, idle)
     if not point.meets_target and reason is ThroughputReason.SIZED_FROM_FORECAST:
         reason = ThroughputReason.ITL_TARGET_UNREACHABLE
     return PoolProposal(
@@ -319,10 +410,11 @@ def _propose_agg(
 ) -> PoolProposal:
     p_demand, p_capacity, p_uncorrected = _prefill_share(forecast, prefill_model, cf_p)
     target, context, point = _decode_point(forecast, decode_model, cf_d, settings)
-    d_demand = forecast.num_req * forecast.osl / forecast.interval_s
+    d_demand = _decode_demand(forecast)
     gpus = settings.decode_engine_num_gpu
     raw = p_demand / (p_capacity * gpus) + d_demand / (point.thpt_per_gpu * gpus)
-    replicas, reason = _replicas(raw, settings.min_endpoint, forecast.num_req == 0)
+    idle = forecast.num_req == 0 and forecast.backlog_prefill_tokens == 0
+    replicas, reason = _replicas(raw, settings.min_endpoint, idle)
     if not point.meets_target and reason is ThroughputReason.SIZED_FROM_FORECAST:
         reason = ThroughputReason.ITL_TARGET_UNREACHABLE
     return PoolProposal(
