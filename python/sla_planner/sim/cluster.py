@@ -351,6 +351,12 @@ class SimCluster:
         """Pool of engine slot e."""
         return _pool_of(int(self.ei[e, K.EI_POOL]))
 
+    def queued_prefill_tokens(self) -> float:
+        """Prompt tokens queued (not yet computed) at ready prefill and aggregated engines."""
+        n = self.n_engines
+        mask = (self.ei[:n, K.EI_ALIVE] == 1) & (self.ei[:n, K.EI_POOL] != K.POOL_DECODE)
+        return float(self.ef[:n, K.EF_Q_TOKENS][mask].sum())
+
     @property
     def in_flight(self) -> int:
         """Requests admitted and not finished."""

@@ -20,7 +20,10 @@ import numpy.typing as npt
 from ..types import ObservedTraffic
 from . import _kernel as K
 
-__all__ = ["FrontendCounters", "FrontendEmulator"]
+__all__ = ["FrontendCounters", "FrontendEmulator", "ISL_BUCKET_BOUNDS"]
+
+#: Upper bounds of the ISL histogram buckets (tokens), powers of two, then +inf.
+ISL_BUCKET_BOUNDS: tuple[float, ...] = tuple(float(2**k) for k in range(6, 19)) + (float("inf"),)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,8 @@ class FrontendCounters:
     osl_count: float = 0.0
     duration_sum_s: float = 0.0
     duration_count: float = 0.0
+    isl_bucket_counts: tuple[float, ...] = ()
+    """Requests per ISL bucket (non-cumulative; bounds in ISL_BUCKET_BOUNDS)."""
 
 
 def _mean(d_sum: float, d_count: float) -> float | None:
@@ -49,12 +54,17 @@ class FrontendEmulator:
 
     def __init__(self) -> None:
         self._c = np.zeros(11)
+        self._bounds = np.asarray(ISL_BUCKET_BOUNDS)
+        self._isl_buckets = np.zeros(len(ISL_BUCKET_BOUNDS))
 
     def on_arrivals(self, isl: npt.NDArray[np.int64]) -> None:
         """Requests started (offered load)."""
         self._c[0] += isl.shape[0]
         self._c[1] += float(isl.sum())
         self._c[2] += isl.shape[0]
+        if isl.shape[0]:
+            idx = np.searchsorted(self._bounds, isl, side="left")
+            self._isl_buckets += np.bincount(idx, minlength=self._bounds.shape[0])
 
     def on_records(self, done: npt.NDArray[np.float64]) -> None:
         """First-token and completion records from the simulator (columns: _kernel.D_*)."""
@@ -75,7 +85,9 @@ class FrontendEmulator:
 
     def snapshot(self) -> FrontendCounters:
         """The cumulative series now."""
-        return FrontendCounters(*(float(x) for x in self._c))
+        return FrontendCounters(
+            *(float(x) for x in self._c), isl_bucket_counts=tuple(float(x) for x in self._isl_buckets)
+        )
 
     @staticmethod
     def window(before: FrontendCounters, after: FrontendCounters) -> ObservedTraffic:
@@ -93,4 +105,18 @@ class FrontendEmulator:
             ttft_ms=None if ttft is None else ttft * 1e3,
             itl_ms=None if itl is None else itl * 1e3,
             request_duration_s=_mean(inc("duration_sum_s"), inc("duration_count")),
+            isl_buckets=_bucket_window(before.isl_bucket_counts, after.isl_bucket_counts),
         )
+
+
+def _bucket_window(
+    before: tuple[float, ...], after: tuple[float, ...]
+) -> tuple[tuple[float, float], ...] | None:
+    """(upper bound, count) per bucket over the window; None when nothing arrived."""
+    if not after:
+        return None
+    prev = before if before else (0.0,) * len(after)
+    counts = [a - b for a, b in zip(after, prev)]
+    if sum(counts) <= 0:
+        return None
+    return tuple(zip(ISL_BUCKET_BOUNDS, counts))

@@ -1,0 +1,31 @@
+# sla-planner developer tasks. `make help` lists them.
+.DEFAULT_GOAL := help
+PYTHON ?= python
+
+.PHONY: help install test test-compiled test-reference test-rust bench rust-dev profile
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+install: ## editable install with every extra (builds the Rust and Cython extensions)
+	$(PYTHON) -m pip install -e '.[all]'
+
+test: test-rust test-compiled test-reference ## the whole suite: cargo tests, then pytest with compiled kernels, then with the numpy references
+
+test-rust: ## Rust core unit tests
+	cargo test -q -p sla-planner-core
+
+test-compiled: ## pytest with the compiled kernels
+	$(PYTHON) -m pytest -q -m 'not slow'
+
+test-reference: ## pytest with SLA_PLANNER_NO_EXTENSIONS=1 (numpy/Python references everywhere)
+	SLA_PLANNER_NO_EXTENSIONS=1 $(PYTHON) -m pytest -q -m 'not slow' -p no:cacheprovider
+
+bench: ## benchmarks: every kernel against its reference, in one run
+	$(PYTHON) -m pytest benches --benchmark-only --benchmark-columns=min,median,mean,ops -q
+
+rust-dev: ## fast Rust loop: build the PyO3 module with maturin into the current environment
+	cd rust/py && maturin develop --release
+
+profile: ## regenerate the bundled example profile from the analytic engine model
+	$(PYTHON) scripts/generate_example_profile.py

@@ -1,0 +1,380 @@
+"""The replay adapter: a trace through a simulated cluster with a policy in the loop.
+
+Time is simulated. Every ``heartbeat_s`` the cluster advances with the arrivals of that step;
+ticks fire at each loop's interval, read the frontend window like Prometheus would, ask the policy,
+and apply its targets to the cluster (not in advisory mode). After the last arrival the replay
+drains in-flight requests for at most ``drain_s`` and records what is still running as unfinished.
+Given the same inputs and seed, ``decisions.jsonl`` and ``summary.json`` are identical (apart from
+``wall_time_s``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import numpy.typing as npt
+
+from .core.planner import Decision, Policy, ScheduledTick, TickInput
+from .sim import _kernel as K
+from .sim.cluster import ScaleEvent, SimCluster
+from .sim.frontend import FrontendCounters, FrontendEmulator
+from .sim.ledger import RequestLedger
+from .types import ObservedTraffic, Pool, TickKind
+
+__all__ = ["ReplayOptions", "ReplayResult", "run_replay"]
+
+_CHUNK = 4096
+_REQUEST_SAMPLE_MAX = 20_000
+
+
+@dataclass(frozen=True)
+class ReplayOptions:
+    """How to run a replay (not what to simulate: that is SimSettings and the policy)."""
+
+    ttft_target_ms: float
+    itl_target_ms: float
+    no_operation: bool = False
+    drain_s: float = 600.0
+    out_dir: Path | None = None
+    progress: bool = False
+    title: str = "sla-planner replay"
+
+
+@dataclass
+class ReplayResult:
+    """Summary, the per-tick timeline and where outputs were written."""
+
+    summary: dict[str, Any]
+    ticks: list[dict[str, Any]] = field(default_factory=list)
+    report_record: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, str] = field(default_factory=dict)
+
+
+class _Arrivals:
+    """Streams trace requests as numpy chunks and hands out the arrivals of each time step."""
+
+    def __init__(self, requests: Iterable[Any]) -> None:
+        self._it: Iterator[Any] = iter(requests)
+        self._t = np.zeros(0)
+        self._isl = np.zeros(0, dtype=np.int64)
+        self._osl = np.zeros(0, dtype=np.int64)
+        self._idx = np.zeros(0, dtype=np.int64)
+        self._pos = 0
+        self._count = 0
+        self.exhausted = False
+        self.last_t = 0.0
+
+    def _refill(self) -> None:
+        t, isl, osl = [], [], []
+        for req in self._it:
+            t.append(float(req.timestamp_s))
+            isl.append(int(req.input_length))
+            osl.append(int(req.output_length))
+            if len(t) >= _CHUNK:
+                break
+        if not t:
+            self.exhausted = True
+            return
+        rest = slice(self._pos, None)
+        n = len(t)
+        self._t = np.concatenate([self._t[rest], np.asarray(t)])
+        self._isl = np.concatenate([self._isl[rest], np.asarray(isl, dtype=np.int64)])
+        self._osl = np.concatenate([self._osl[rest], np.asarray(osl, dtype=np.int64)])
+        self._idx = np.concatenate(
+            [self._idx[rest], np.arange(self._count, self._count + n, dtype=np.int64)]
+        )
+        self._count += n
+        self._pos = 0
+        self.last_t = float(self._t[-1])
+
+    def take_until(self, t_end: float) -> tuple[npt.NDArray[Any], ...]:
+        """Arrivals with timestamp <= t_end, in order."""
+        while not self.exhausted and (self._pos >= self._t.shape[0] or self._t[-1] <= t_end):
+            self._refill()
+        hi = int(np.searchsorted(self._t, t_end, side="right"))
+        lo = self._pos
+        self._pos = hi
+        return self._t[lo:hi], self._isl[lo:hi], self._osl[lo:hi], self._idx[lo:hi]
+
+    @property
+    def pending(self) -> bool:
+        """Arrivals not yet handed out."""
+        return not self.exhausted or self._pos < self._t.shape[0]
+
+    @property
+    def total(self) -> int:
+        """Requests read so far."""
+        return self._count
+
+
+def _observed_record(o: ObservedTraffic | None) -> dict[str, Any] | None:
+    if o is None:
+        return None
+    return {
+        "num_req": o.num_req,
+        "isl": o.isl,
+        "osl": o.osl,
+        "ttft_ms": o.ttft_ms,
+        "itl_ms": o.itl_ms,
+        "request_duration_s": o.request_duration_s,
+    }
+
+
+def _pools(d: dict[Pool, int]) -> dict[str, int]:
+    return {p.value: int(n) for p, n in d.items()}
+
+
+def _event_record(e: ScaleEvent) -> dict[str, Any]:
+    return {
+        "t_s": e.at_s,
+        "pool": e.pool.value,
+        "action": e.action,
+        "worker_id": e.worker_id,
+        "ready_at_s": e.ready_at_s,
+        "failed_requests": e.failed_requests,
+    }
+
+
+class _Progress:
+    def __init__(self, enabled: bool, total_s: float | None) -> None:
+        self.enabled = enabled
+        self.total_s = total_s
+        self._last = 0.0
+
+    def update(self, sim_s: float, done: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        sys.stderr.write(f"\rreplay: {sim_s:8.0f} s simulated, {done:8d} requests finished")
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
+def _engine_samples(cluster: SimCluster, t: float) -> list[dict[str, Any]]:
+    out = []
+    max_kv = float(cluster.perf.max_kv_tokens)
+    for e in range(cluster.n_engines):
+        if cluster.ei[e, K.EI_ALIVE] != 1 or cluster.ei[e, K.EI_READY] != 1:
+            continue
+        out.append(
+            {
+                "t_s": t,
+                "worker_id": cluster.worker_id(e),
+                "pool": cluster.engine_pool(e).value,
+                "queued_prefill_tokens": float(cluster.ef[e, K.EF_Q_TOKENS]),
+                "queued_requests": float(cluster.ei[e, K.EI_Q_COUNT] + cluster.ei[e, K.EI_WAIT_COUNT]),
+                "running_requests": float(cluster.ei[e, K.EI_RUN_COUNT]),
+                "kv_usage": float(cluster.ef[e, K.EF_KV]) / max_kv,
+            }
+        )
+    return out
+
+
+def _json_line(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, allow_nan=False, default=_json_default)
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if hasattr(obj, "value"):
+        return obj.value
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def _finite_or_none(obj: Any) -> Any:
+    """Replace NaN/inf with None recursively so logs are strict JSON."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_none(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_none(v) for v in obj]
+    return obj
+
+
+def run_replay(
+    requests: Iterable[Any],
+    policy: Policy,
+    cluster: SimCluster,
+    options: ReplayOptions,
+) -> ReplayResult:
+    """Play ``requests`` (objects with timestamp_s, input_length, output_length) through ``cluster``."""
+    wall_start = time.perf_counter()
+    out = options.out_dir
+    decisions_file: IO[str] | None = None
+    csv_path = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        decisions_file = open(out / "decisions.jsonl", "w")
+        csv_path = out / "requests.csv"
+    ledger = RequestLedger(options.ttft_target_ms, options.itl_target_ms, csv_path)
+    frontend = FrontendEmulator()
+    arrivals = _Arrivals(requests)
+    intervals = policy.intervals()
+    if not intervals:
+        raise ValueError(f"policy {policy.name} schedules no ticks")
+    for kind, interval in intervals.items():
+        if not (math.isfinite(interval) and interval > 0):
+            raise ValueError(f"policy {policy.name}: {kind.value} interval must be > 0, got {interval}")
+    next_tick = dict(intervals)
+    last_snapshot: dict[TickKind, FrontendCounters] = {k: frontend.snapshot() for k in intervals}
+    step = cluster.settings.heartbeat_s
+    ticks: list[dict[str, Any]] = []
+    engines: list[dict[str, Any]] = []
+    sample: dict[str, list[float]] = {"finish_s": [], "ttft_ms": [], "itl_ms": []}
+    sample_stride = 1
+    finished = 0
+    progress = _Progress(options.progress, None)
+
+    def sink() -> None:
+        nonlocal finished, sample_stride
+        cluster.take_fpm()
+        done = cluster.take_done()
+        if done.shape[0] == 0:
+            return
+        frontend.on_records(done)
+        ledger.add(done, cluster.worker_id)
+        ok = done[done[:, K.D_STATUS] == K.STATUS_OK]
+        finished += int((done[:, K.D_STATUS] != K.STATUS_FIRST_TOKEN).sum())
+        for row in ok[::sample_stride]:
+            gaps = row[K.D_OSL] - 1.0
+            sample["finish_s"].append(float(row[K.D_DONE]))
+            sample["ttft_ms"].append(float((row[K.D_FIRST] - row[K.D_ARRIVAL]) * 1e3))
+            sample["itl_ms"].append(
+                float((row[K.D_DONE] - row[K.D_FIRST]) / gaps * 1e3) if gaps > 0 else float("nan")
+            )
+        if len(sample["finish_s"]) > _REQUEST_SAMPLE_MAX:
+            for key in sample:
+                sample[key] = sample[key][::2]
+            sample_stride *= 2
+
+    t = 0.0
+    while True:
+        t_next = min(t + step, min(next_tick.values()))
+        a_t, a_isl, a_osl, a_idx = arrivals.take_until(t_next)
+        frontend.on_arrivals(a_isl)
+        cluster.advance(t_next, a_t, a_isl, a_osl, a_idx, sink)
+        sink()
+        t = t_next
+        for kind in sorted(next_tick, key=lambda k: k.value):
+            if next_tick[kind] > t + 1e-9:
+                continue
+            next_tick[kind] += intervals[kind]
+            snap = frontend.snapshot()
+            traffic = FrontendEmulator.window(last_snapshot[kind], snap)
+            last_snapshot[kind] = snap
+            current = cluster.counts()
+            ready = cluster.ready_counts()
+            tick_input = TickInput(
+                now_s=t,
+                traffic=traffic,
+                current=current,
+                scaling_in_progress=cluster.scaling_in_progress(),
+                backlog_prefill_tokens=cluster.queued_prefill_tokens(),
+            )
+            decision: Decision = policy.step(ScheduledTick(kind, t), tick_input)
+            events: list[ScaleEvent] = []
+            if decision.targets is not None and not options.no_operation:
+                events = cluster.set_targets(decision.targets)
+                sink()
+            tick = {
+                "t_s": t,
+                "kind": kind.value,
+                "reason": decision.reason.value,
+                "replicas": _pools(cluster.counts()),
+                "ready": _pools(ready),
+                "before": _pools(current),
+                "targets": None if decision.targets is None else _pools(decision.targets),
+                "observed": _observed_record(traffic),
+                "forecast": None
+                if decision.forecast is None
+                else {
+                    "num_req": decision.forecast.num_req,
+                    "isl": decision.forecast.isl,
+                    "osl": decision.forecast.osl,
+                },
+                "gpus": cluster.gpus_in_use(),
+                "gpu_hours": cluster.gpu_seconds / 3600.0,
+                "frontend_waiting": cluster.frontend_waiting,
+                "in_flight": cluster.in_flight,
+            }
+            ticks.append(tick)
+            engines.extend(_engine_samples(cluster, t))
+            if decisions_file is not None:
+                record = dict(tick)
+                record["pool_reasons"] = {p.value: r for p, r in decision.pool_reasons.items()}
+                record["detail"] = decision.detail
+                record["events"] = [_event_record(e) for e in events]
+                decisions_file.write(_json_line(_finite_or_none(record)) + "\n")
+        progress.update(t, finished)
+        if not arrivals.pending:
+            if cluster.in_flight == 0 and cluster.frontend_waiting == 0:
+                break
+            if t >= arrivals.last_t + options.drain_s:
+                break
+    cluster.finish()
+    sink()
+    progress.close()
+    ledger.close()
+    if decisions_file is not None:
+        decisions_file.close()
+
+    wall = time.perf_counter() - wall_start
+    summary = ledger.summary()
+    adds = sum(1 for e in cluster.scale_events if e.action == "add")
+    removes = sum(1 for e in cluster.scale_events if e.action == "remove")
+    summary.update(
+        {
+            "gpu_hours": cluster.gpu_seconds / 3600.0,
+            "scale_events": len(cluster.scale_events),
+            "engines_added": adds,
+            "engines_removed": removes,
+            "sim_duration_s": t,
+            "wall_time_s": wall,
+            "requests_per_wall_s": summary["requests_total"] / wall if wall > 0 else None,
+            "sim_s_per_wall_s": t / wall if wall > 0 else None,
+            "policy": policy.name,
+            "ttft_target_ms": options.ttft_target_ms,
+            "itl_target_ms": options.itl_target_ms,
+            "advisory": options.no_operation,
+        }
+    )
+    summary = _finite_or_none(summary)
+    record = {
+        "title": options.title,
+        "generated_by": "sla-planner",
+        "summary": summary,
+        "sla": {"ttft_ms": options.ttft_target_ms, "itl_ms": options.itl_target_ms},
+        "pools": [p.value for p in cluster.settings.pools()],
+        "ticks": _finite_or_none(ticks),
+        "engines": engines,
+        "requests_sample": _finite_or_none(sample),
+        "scale_events": [_event_record(e) for e in cluster.scale_events],
+    }
+    result = ReplayResult(summary, ticks, record)
+    if out is not None:
+        summary_path = out / "summary.json"
+        summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        result.outputs = {
+            "summary": str(summary_path),
+            "decisions": str(out / "decisions.jsonl"),
+            "requests": str(out / "requests.csv"),
+        }
+    return result

@@ -1,0 +1,135 @@
+"""Replay end to end: outputs, determinism, the planner against static deployments, the CLI."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import pytest
+
+from sla_planner.cli import main
+from sla_planner.config import PlannerConfig
+from sla_planner.core.planner import PlannerCore, StaticPolicy
+from sla_planner.perf import load_profile
+from sla_planner.predict import predictors_from_config
+from sla_planner.replay import ReplayOptions, run_replay
+from sla_planner.sim.cluster import SimCluster, SimPerf, SimSettings
+from sla_planner.sim.trace_open import open_trace
+from sla_planner.types import Pool
+
+P, D = Pool.PREFILL, Pool.DECODE
+BURSTY = (
+    "synthetic:bursts?base_rps=2&burst_rps=20&burst_every_s=900&burst_len_s=450&duration_s=2700"
+    "&isl=lognormal:3000:0.5&osl=lognormal:200:0.5&seed=5"
+)
+
+
+@pytest.fixture(scope="module")
+def models():  # type: ignore[no-untyped-def]
+    return load_profile("builtin:example")
+
+
+def _cfg(**overrides: object) -> PlannerConfig:
+    base: dict[str, object] = {"optimization_target": "sla", "profile_results_dir": "builtin:example"}
+    base.update(overrides)
+    return PlannerConfig.from_sources(None, env={}, overrides=base)
+
+
+def _replay(models, policy, initial, out: Path | None = None):  # type: ignore[no-untyped-def]
+    cluster = SimCluster(SimPerf.from_models(models.prefill, models.decode), SimSettings(), initial)
+    return run_replay(open_trace(BURSTY), policy, cluster, ReplayOptions(2000.0, 30.0, out_dir=out))
+
+
+def test_planner_beats_static_mean_and_costs_less_than_static_peak(models) -> None:  # type: ignore[no-untyped-def]
+    cfg = _cfg()
+    # what `sla-planner plan` sizes for the mean (11 rps) and for the peak (20 rps) of this trace
+    mean, peak = {P: 2, D: 1}, {P: 3, D: 2}
+    static_mean = _replay(models, StaticPolicy(mean), mean).summary
+    static_peak = _replay(models, StaticPolicy(peak), peak).summary
+    planner = _replay(
+        models, PlannerCore(cfg, predictors_from_config(cfg), models.prefill, models.decode), mean
+    ).summary
+    assert planner["sla_attainment"] > static_mean["sla_attainment"] + 0.2
+    assert planner["gpu_hours"] < static_peak["gpu_hours"]
+    assert planner["scale_events"] > 0
+    for s in (static_mean, static_peak, planner):
+        assert s["requests_total"] > 20_000  # every arrival is accounted for
+        assert s["requests_total"] == s["requests_ok"] + s["requests_failed"]
+
+
+def test_replay_is_deterministic_and_writes_its_outputs(models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    cfg = _cfg()
+    runs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        _replay(models, PlannerCore(cfg, predictors_from_config(cfg), models.prefill, models.decode),
+                {P: 2, D: 1}, out)
+        summary = json.loads((out / "summary.json").read_text())
+        summary.pop("wall_time_s")
+        summary.pop("requests_per_wall_s")
+        summary.pop("sim_s_per_wall_s")
+        runs.append(((out / "decisions.jsonl").read_text(), summary, (out / "requests.csv").read_text()))
+    assert runs[0] == runs[1]
+    decisions = [json.loads(line) for line in runs[0][0].splitlines()]
+    assert decisions and all({"t_s", "reason", "targets", "observed", "detail"} <= set(d) for d in decisions)
+    rows = list(csv.DictReader(runs[0][2].splitlines()))
+    assert len(rows) == runs[0][1]["requests_total"]
+    assert {r["outcome"] for r in rows} <= {"ok", "failed_engine_removed", "rejected_too_long", "unfinished"}
+
+
+def test_cli_replay_writes_report_and_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text("".join(
+        json.dumps({"timestamp": i * 500, "input_length": 2000, "output_length": 50}) + "\n" for i in range(200)
+    ))
+    out = tmp_path / "out"
+    assert main(["replay", "--trace", str(trace), "--profile-results-dir", "builtin:example",
+                 "--optimization-target", "sla", "--policy", "static:1,1", "--out", str(out), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    for key in ("requests_total", "requests_failed", "ttft_sla_attainment", "itl_sla_attainment",
+                "sla_attainment", "ttft_p50_ms", "ttft_p99_ms", "itl_p50_ms", "itl_p99_ms", "gpu_hours",
+                "scale_events", "sim_duration_s", "wall_time_s", "policy"):
+        assert key in summary
+    assert summary["requests_total"] == 200
+    assert summary["policy"] == "static:1,1"
+    html = (out / "report.html").read_text()
+    assert "<html" in html.lower() and "Plotly" in html
+
+
+def test_cli_replay_bad_lines(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    trace = tmp_path / "bad.jsonl.gz"
+    with gzip.open(trace, "wt") as f:
+        f.write(json.dumps({"timestamp": 0, "input_length": 100, "output_length": 5}) + "\n")
+        f.write("{not json\n")
+        f.write(json.dumps({"timestamp": 10, "input_length": 100, "output_length": 5}) + "\n")
+    args = ["replay", "--trace", str(trace), "--profile-results-dir", "builtin:example",
+            "--optimization-target", "sla", "--policy", "static:1,1", "--json", "--no-report"]
+    assert main(args) == 2
+    assert "bad.jsonl.gz:2" in capsys.readouterr().err
+    assert main([*args, "--skip-bad-lines"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["trace_bad_lines"] == 1 and summary["requests_total"] == 2
+
+
+@pytest.mark.parametrize(
+    "policy,needle",
+    [("static:1", "expected P,D"), ("static:a,b", "not an integer"), ("magic", "expected planner"),
+     ("python:nonexistent_mod:X", "cannot load")],
+)
+def test_cli_replay_bad_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str], policy: str, needle: str) -> None:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(json.dumps({"timestamp": 0, "input_length": 10, "output_length": 2}) + "\n")
+    assert main(["replay", "--trace", str(trace), "--profile-results-dir", "builtin:example",
+                 "--optimization-target", "sla", "--policy", policy, "--no-report"]) == 2
+    assert needle in capsys.readouterr().err
+
+
+def test_demo_runs_and_compares(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo", "--out", str(tmp_path), "--no-report", "--json", "--rate-scale", "0.2",
+                 "--time-scale", "0.2"]) == 0
+    r = json.loads(capsys.readouterr().out)
+    assert r["planner"]["policy"] == "planner" and r["baseline"]["policy"] == "static:8,4"
+    assert r["planner"]["requests_total"] == r["baseline"]["requests_total"] > 1000
+    assert r["planner"]["gpu_hours"] < r["baseline"]["gpu_hours"]
