@@ -21,6 +21,7 @@ from ..types import (
     TickKind,
     TrafficForecast,
 )
+from .load import EngineCapabilities, LoadSettings, LoadState, PoolLoadResult, load_step
 from .throughput import DecodePerf, PrefillPerf, ThroughputSettings, plan_throughput
 
 __all__ = [
@@ -131,16 +132,23 @@ class PlannerCore:
     def __init__(
         self,
         cfg: Any,
-        forecaster: Forecaster,
+        forecaster: Forecaster | None,
         prefill_model: PrefillPerf | None,
         decode_model: DecodePerf | None,
+        capabilities: EngineCapabilities | None = None,
     ) -> None:
         self.cfg = cfg
         self.settings = ThroughputSettings.from_config(cfg)
         self.forecaster = forecaster
         self.prefill_model = prefill_model
         self.decode_model = decode_model
+        self.capabilities = capabilities or EngineCapabilities()
+        self.load_settings = LoadSettings.from_config(cfg)
+        self.load_state = LoadState()
+        if cfg.enable_throughput_scaling and forecaster is None:
+            raise ValueError("throughput-based scaling needs a forecaster")
         self.last_targets: dict[Pool, int] | None = None
+        self.last_load_targets: dict[Pool, int] | None = None
         self._isl_buckets: tuple[tuple[float, float], ...] | None = None
 
     def intervals(self) -> dict[TickKind, float]:
@@ -148,17 +156,61 @@ class PlannerCore:
         out: dict[TickKind, float] = {}
         if self.cfg.enable_throughput_scaling:
             out[TickKind.THROUGHPUT] = float(self.cfg.throughput_adjustment_interval)
+        if self.cfg.enable_load_scaling:
+            out[TickKind.LOAD] = float(self.cfg.load_adjustment_interval)
         return out
 
     def step(self, tick: ScheduledTick, tick_input: TickInput) -> Decision:
         """Decide one tick."""
-        if tick.kind is TickKind.THROUGHPUT:
+        if tick.kind is TickKind.THROUGHPUT and self.cfg.enable_throughput_scaling:
             return self._throughput_tick(tick_input)
+        if tick.kind is TickKind.LOAD and self.cfg.enable_load_scaling:
+            return self._load_tick(tick_input)
         raise ValueError(f"PlannerCore: no {tick.kind.value} loop is configured")
+
+    def _load_tick(self, inp: TickInput) -> Decision:
+        if inp.current is None:
+            return Decision(inp.now_s, TickKind.LOAD, None, DecisionReason.UNKNOWN_WORKERS)
+        floor = self.last_targets if self.cfg.enable_throughput_scaling else None
+        results = load_step(
+            self.load_state,
+            inp.engines,
+            inp.current,
+            inp.scaling_in_progress,
+            inp.now_s,
+            self.load_settings,
+            self.capabilities,
+            floor,
+        )
+        pool_reasons = {p: r.reason.value for p, r in results.items()}
+        detail = {
+            "pools": {
+                p.value: {"target": r.target, "reason": r.reason.value, **r.detail}
+                for p, r in results.items()
+            },
+            "floor": None if floor is None else {p.value: n for p, n in floor.items()},
+        }
+        targets = {
+            p: (r.target if r.target is not None else int(inp.current.get(p, 0)))
+            for p, r in results.items()
+        }
+        changed = any(targets[p] != inp.current.get(p, 0) for p in targets)
+        if not changed:
+            return Decision(
+                inp.now_s, TickKind.LOAD, None, _summarise(results), pool_reasons, None, detail
+            )
+        reason = _direction(inp.current, targets)
+        if reason is DecisionReason.SCALE_DOWN and any(
+            r.reason is DecisionReason.SCALE_DOWN_CAPPED_BY_THROUGHPUT for r in results.values()
+        ):
+            reason = DecisionReason.SCALE_DOWN_CAPPED_BY_THROUGHPUT
+        self.last_load_targets = targets
+        return Decision(inp.now_s, TickKind.LOAD, targets, reason, pool_reasons, None, detail)
 
     def _forecast(
         self, interval_s: float, backlog: float | None, traffic: ObservedTraffic | None = None
     ) -> TrafficForecast:
+        assert self.forecaster is not None
         f = self.forecaster.forecast()
         isl = f.isl if _finite(f.isl) and f.isl > 0 else float(self.cfg.isl)
         osl = f.osl if _finite(f.osl) and f.osl > 0 else float(self.cfg.osl)
@@ -181,6 +233,7 @@ class PlannerCore:
             return Decision(inp.now_s, TickKind.THROUGHPUT, None, DecisionReason.UNKNOWN_TRAFFIC)
         # A window with requests has means; an idle window's means are unknown (0/0), not zero.
         has_requests = (traffic.num_req or 0) > 0
+        assert self.forecaster is not None
         self.forecaster.observe(
             float(traffic.num_req or 0.0),
             traffic.isl if has_requests and _finite(traffic.isl) else None,
@@ -232,7 +285,13 @@ class PlannerCore:
                     forecast,
                     detail,
                 )
-        self.last_targets = targets
+        if self.cfg.enable_load_scaling:
+            # Both loops on: the throughput plan is the floor the load loop respects; this tick
+            # lifts pools up to it but leaves scale-down to the load loop.
+            self.last_targets = dict(targets)
+            targets = {p: max(n, inp.current.get(p, 0)) for p, n in targets.items()}
+        else:
+            self.last_targets = targets
         return Decision(
             inp.now_s,
             TickKind.THROUGHPUT,
@@ -265,6 +324,26 @@ class PlannerCore:
                 targets[pool] = now
                 pool_reasons[pool] = ThroughputReason.SCALE_DOWN_HELD_SLA_VIOLATED.value
         return targets
+
+
+_SUMMARY_ORDER = (
+    DecisionReason.WORKER_COUNT_MISMATCH,
+    DecisionReason.SCALING_IN_PROGRESS,
+    DecisionReason.NO_FPM_DATA,
+    DecisionReason.INSUFFICIENT_DATA,
+    DecisionReason.SCALE_DOWN_REFUSED_CONSOLIDATION,
+    DecisionReason.SCALE_DOWN_CAPPED_BY_THROUGHPUT,
+    DecisionReason.NO_CHANGE,
+)
+
+
+def _summarise(results: dict[Pool, PoolLoadResult]) -> DecisionReason:
+    """The most informative pool reason of a tick that changes nothing."""
+    reasons = {r.reason for r in results.values()}
+    for reason in _SUMMARY_ORDER:
+        if reason in reasons:
+            return reason
+    return DecisionReason.NO_CHANGE
 
 
 class StaticPolicy:
