@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from sla_planner.core.load import (
     EngineCapabilities,
+    role_codes,
     EngineView,
     LoadSettings,
     LoadState,
@@ -36,9 +37,11 @@ def view(rows: list[dict[str, Any]]) -> EngineView:
     def col(key: str, default: Any = 0.0) -> np.ndarray:
         return np.array([r.get(key, default) for r in rows], dtype=np.float64)
 
+    names = [r.get("worker", f"w{i}") for i, r in enumerate(rows)]
+    index = {n: k for k, n in enumerate(dict.fromkeys(names))}
     return EngineView(
-        role=np.array([r["role"] for r in rows], dtype=object),
-        worker_id=np.array([r.get("worker", f"w{i}") for i, r in enumerate(rows)], dtype=object),
+        role=role_codes([r["role"] for r in rows]),
+        worker=np.array([index[n] for n in names], dtype=np.int64),
         active=np.array([r.get("active", True) for r in rows], dtype=bool),
         last_seen_s=col("t"),
         wall_time=col("wall"),

@@ -27,6 +27,8 @@ import numpy.typing as npt
 from ..types import DecisionReason, Pool
 
 __all__ = [
+    "ROLE_CODES",
+    "role_codes",
     "EngineCapabilities",
     "EngineView",
     "LoadSettings",
@@ -45,7 +47,18 @@ EASY_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
     "latency": (0.1, 0.0, 0.4, 0.1),
 }
 
-_ROLE_OF_POOL = {Pool.PREFILL: "prefill", Pool.DECODE: "decode", Pool.AGG: "agg"}
+#: Integer role codes used in EngineView.role (unknown engines are -1 and never counted).
+ROLE_CODES: dict[str, int] = {"prefill": 0, "decode": 1, "agg": 2}
+_ROLE_OF_POOL = {Pool.PREFILL: 0, Pool.DECODE: 1, Pool.AGG: 2}
+
+
+def role_codes(roles: Any) -> npt.NDArray[np.int8]:
+    """Role names ("prefill" / "decode" / "agg", anything else unknown) as EngineView codes."""
+    arr = np.asarray(roles, dtype=object)
+    out = np.full(arr.shape[0], -1, dtype=np.int8)
+    for name, code in ROLE_CODES.items():
+        out[arr == name] = code
+    return out
 
 
 @dataclass(frozen=True)
@@ -61,8 +74,8 @@ class EngineCapabilities:
 class EngineView:
     """Latest forward pass per known engine rank (struct of arrays) and its pool."""
 
-    role: npt.NDArray[Any]  # "prefill" | "decode" | "agg" | other
-    worker_id: npt.NDArray[Any]
+    role: npt.NDArray[np.int8]  # ROLE_CODES; -1 = unknown
+    worker: npt.NDArray[np.int64]  # any integer id per worker (interned index or hash)
     active: npt.NDArray[np.bool_]
     last_seen_s: F64
     wall_time: F64
@@ -77,15 +90,26 @@ class EngineView:
         return int(self.role.shape[0])
 
 
-def engine_view_from_snapshot(snapshot: dict[str, Any], roles: npt.NDArray[Any]) -> EngineView:
-    """Build an EngineView from an FpmIngestor snapshot plus a role per row."""
+def engine_view_from_snapshot(snapshot: dict[str, Any], roles: Any) -> EngineView:
+    """Build an EngineView from an FpmIngestor snapshot plus a role per row (codes or names).
+
+    Workers are identified by the snapshot's ``worker_index`` when present (interned integers,
+    cheap), else by their ``worker_id`` strings.
+    """
 
     def f(key: str) -> F64:
         return np.asarray(snapshot[key], dtype=np.float64)
 
+    codes = np.asarray(roles)
+    if codes.dtype.kind not in "iu":
+        codes = role_codes(codes)
+    if "worker_index" in snapshot:
+        worker = np.asarray(snapshot["worker_index"], dtype=np.int64)
+    else:
+        _, worker = np.unique(np.asarray(snapshot["worker_id"]).astype(str), return_inverse=True)
     return EngineView(
-        role=np.asarray(roles, dtype=object),
-        worker_id=np.asarray(snapshot["worker_id"], dtype=object),
+        role=codes.astype(np.int8, copy=False),
+        worker=worker.astype(np.int64, copy=False),
         active=np.asarray(snapshot["active"], dtype=bool),
         last_seen_s=f("last_seen_s"),
         wall_time=f("wall_time"),
@@ -317,10 +341,12 @@ def _easy_pool(
 
 def _worker_count_ok(view: EngineView, rows: npt.NDArray[np.bool_], expected: int) -> tuple[bool, dict[str, Any]]:
     """Distinct active workers must equal the deployment's count, each with the same dp size."""
-    workers, ranks = np.unique(view.worker_id[rows].astype(str), return_counts=True)
-    ok = workers.shape[0] == expected and (ranks.size == 0 or ranks.min() == ranks.max())
-    return bool(ok), {"workers_seen": int(workers.shape[0]), "workers_expected": expected,
-                      "dp_sizes": sorted({int(r) for r in ranks})}
+    ids = view.worker[rows]
+    ranks = np.bincount(ids - ids.min()) if ids.size else np.zeros(0, dtype=np.int64)
+    ranks = ranks[ranks > 0]
+    ok = ranks.shape[0] == expected and (ranks.size == 0 or ranks.min() == ranks.max())
+    return bool(ok), {"workers_seen": int(ranks.shape[0]), "workers_expected": expected,
+                      "dp_sizes": sorted({int(r) for r in np.unique(ranks)})}
 
 
 def load_step(
