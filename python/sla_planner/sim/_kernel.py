@@ -299,11 +299,11 @@ def _route_prefill(ef, ei, n_engines, want_pool):  # pragma: no cover - jitted
 
 
 @njit(cache=True)
-def _route_decode(ef, ei, n_engines):  # pragma: no cover - jitted
+def _route_decode(ef, ei, n_engines, want_pool):  # pragma: no cover - jitted
     best = -1
     best_free = 0.0
     for e in range(n_engines):
-        if ei[e, EI_ALIVE] == 1 and ei[e, EI_READY] == 1 and ei[e, EI_POOL] == POOL_DECODE:
+        if ei[e, EI_ALIVE] == 1 and ei[e, EI_READY] == 1 and ei[e, EI_POOL] == want_pool:
             free = -(ef[e, EF_RESERVED] + ef[e, EF_WAIT_RES])
             if best < 0 or free > best_free:
                 best = e
@@ -347,7 +347,7 @@ def _handoff_to_decode(ef, ei, rf, ri, g, done, n_engines, params, r, t):  # pra
     if need > params[P_MAX_KV]:
         _finish(rf, ri, g, done, r, t, STATUS_REJECTED_TOO_LONG, -1)
         return
-    e = _route_decode(ef, ei, n_engines)
+    e = _route_decode(ef, ei, n_engines, POOL_AGG if params[P_AGG] > 0.0 else POOL_DECODE)
     if e < 0:
         _frontend_push(ri, g, r)
         return

@@ -161,11 +161,22 @@ class SimCluster:
         self.params[K.P_HEARTBEAT_S] = settings.heartbeat_s
         self.params[K.P_AGG] = 1.0 if settings.mode == "agg" else 0.0
         self.n_engines = 0
+        self._ready_now = False
         self._freed_now: set[int] = set()
         self.scale_events: list[ScaleEvent] = []
+        unknown = [p for p in initial if p not in settings.pools()]
+        if unknown:
+            raise ValueError(
+                f"initial replicas for {[p.value for p in unknown]}: mode {settings.mode} has pools "
+                f"{[p.value for p in settings.pools()]}"
+            )
         for pool in settings.pools():
-            for _ in range(int(initial.get(pool, 0))):
-                self._add_engine(pool, ready_at=0.0)
+            count = int(initial.get(pool, 0))
+            if count < 0:
+                raise ValueError(f"initial replicas for {pool.value} must be >= 0, got {count}")
+            for _ in range(count):
+                self._add_engine(pool, ready_at=0.0, initial=True)
+        self._finished = False
 
     # ------------------------------------------------------------------ allocation
     def _alloc_engines(self, cap: int) -> None:
@@ -252,7 +263,7 @@ class SimCluster:
         self._worker_ids.append("")
         return self.n_engines - 1
 
-    def _add_engine(self, pool: Pool, ready_at: float) -> ScaleEvent:
+    def _add_engine(self, pool: Pool, ready_at: float, initial: bool = False) -> ScaleEvent:
         e = self._free_slot()
         version = int(self.ei[e, K.EI_VERSION]) + 1
         self.ef[e] = 0.0
@@ -270,11 +281,16 @@ class SimCluster:
         self._worker_ids[e] = worker_id
         if ready_at <= self.now_s:
             self.ei[e, K.EI_READY] = 1
+            if not initial:
+                self._ready_now = True
         else:
-            if self.g[K.G_HEAP_N] + 2 >= self.ht.shape[0]:
-                K.compact_heap(self.ht, self.he, self.hk, self.hv, self.g, self.ei)
-            K._heap_push(self.ht, self.he, self.hk, self.hv, self.g, ready_at, e, K.EV_READY, version)
+            self._push_ready(e, ready_at, version)
         return ScaleEvent(self.now_s, pool, "add", worker_id, ready_at)
+
+    def _push_ready(self, e: int, at: float, version: int) -> None:
+        if self.g[K.G_HEAP_N] + 2 >= self.ht.shape[0]:
+            K.compact_heap(self.ht, self.he, self.hk, self.hv, self.g, self.ei)
+        K._heap_push(self.ht, self.he, self.hk, self.hv, self.g, at, e, K.EV_READY, version)
 
     def _remove_engine(self, e: int) -> ScaleEvent:
         pool = _pool_of(int(self.ei[e, K.EI_POOL]))
@@ -310,6 +326,20 @@ class SimCluster:
                 for e in order[: len(alive) - target]:
                     events.append(self._remove_engine(e))
                     self._freed_now.add(e)
+        if self._ready_now:
+            # engines ready at once take the frontend queue now, as a readiness event would
+            self._ready_now = False
+            self._ensure_done_room(self.ri.shape[0])
+            K._drain_frontend(
+                self.ef, self.ei, self.rf, self.ri, self.g, self.done, self.n_engines, self.params,
+                self.params[K.P_AGG] > 0.0, self.now_s,
+            )
+            if self.g[K.G_FPM_N] + self.n_engines + 2 >= self.fpm.shape[0]:
+                raise RuntimeError("FPM buffer full: drain take_fpm() before set_targets")
+            K._kick(
+                self.ef, self.ei, self.rf, self.ri, self.g, self.params, self.perf.decode_itl_grid_ms,
+                self.fpm, self.ht, self.he, self.hk, self.hv, self.n_engines, self.now_s,
+            )
         self.scale_events.extend(events)
         return events
 
@@ -385,8 +415,19 @@ class SimCluster:
 
         ``sink`` is called whenever output buffers fill; it must drain FPM and finished requests.
         """
-        if t_end < self.now_s:
-            raise ValueError(f"cannot go back in time: {t_end} < {self.now_s}")
+        if self._finished:
+            raise RuntimeError("SimCluster.advance after finish(): the replay is over")
+        if not math.isfinite(t_end) or t_end < self.now_s:
+            raise ValueError(f"cannot advance to {t_end}: now is {self.now_s}")
+        n = arr_t.shape[0]
+        if not (arr_isl.shape[0] == arr_osl.shape[0] == arr_idx.shape[0] == n):
+            raise ValueError("arrival arrays arr_t, arr_isl, arr_osl, arr_idx must have one length")
+        if n and (arr_t[0] < self.now_s or arr_t[-1] > t_end or np.any(np.diff(arr_t) < 0)):
+            raise ValueError(
+                f"arr_t must be sorted within [{self.now_s}, {t_end}], got {arr_t[0]}..{arr_t[-1]}"
+            )
+        if n and (arr_isl.min() < 0 or arr_osl.min() < 0):
+            raise ValueError("arr_isl and arr_osl must be >= 0")
         self.g[K.G_ARR_CURSOR] = 0
         gpus = self.gpus_in_use()
         start = self.now_s
@@ -432,6 +473,7 @@ class SimCluster:
         """Record every request still in flight as unfinished (end of the replay)."""
         self._ensure_done_room(self.ri.shape[0])
         K.fail_all_in_flight(self.rf, self.ri, self.g, self.done, self.now_s)
+        self._finished = True
         self.g[K.G_FQ_HEAD] = self.g[K.G_FQ_TAIL] = -1
         self.g[K.G_FQ_COUNT] = 0
 
