@@ -1,4 +1,5 @@
-"""FPM decode + ingest throughput: native (Rust) vs the Python reference, same inputs.
+"""FPM decode + ingest throughput, and batch encode + ingest (the replay path): native (Rust)
+vs the Python reference, same inputs.
 
 Run: ``pytest benches/bench_fpm.py --benchmark-only`` (groups pair native with reference).
 """
@@ -13,6 +14,7 @@ import pytest
 
 from sla_planner.kernels import fpm_ref
 from sla_planner.kernels.fpm_ingest_ref import FpmIngestor as FpmIngestorRef
+from sla_planner.sim import _kernel as K
 
 _native = pytest.importorskip("sla_planner._native")
 
@@ -102,3 +104,69 @@ def test_decode_one(benchmark: Any, impl: str, messages: list[bytes]) -> None:
     decode = _native.decode_fpm if impl == "native" else fpm_ref.decode_fpm
     assert _native.decode_fpm(messages[0]) == fpm_ref.decode_fpm(messages[0])
     benchmark(decode, messages[0])
+
+
+# ---------------------------------------------------------------- batch encode + ingest (replay)
+
+N_ROWS = 100_000
+
+
+@pytest.fixture(scope="module")
+def sim_rows() -> dict[str, Any]:
+    """100k simulator-shaped FPM rows over 64 engines as encode_fpm_rows columns (1 in 8 a heartbeat)."""
+    rng = np.random.default_rng(7)
+    n = N_ROWS
+    wall = 0.005 + 0.05 * rng.random(n)
+    wall[::8] = 0.0
+    scheduled = np.column_stack([
+        rng.integers(0, 4, n), rng.integers(0, 8192, n), 1e5 * rng.random(n), rng.integers(0, 10**5, n),
+        rng.integers(0, 256, n), rng.integers(0, 10**6, n), 1e6 * rng.random(n),
+    ]).astype(np.float64)
+    queued = np.column_stack([
+        rng.integers(0, 16, n), rng.integers(0, 10**5, n), 1e5 * rng.random(n),
+        rng.integers(0, 64, n), rng.integers(0, 10**5, n), 1e6 * rng.random(n),
+    ]).astype(np.float64)
+    scheduled[wall == 0.0] = 0.0
+    queued[wall == 0.0] = 0.0
+    ids = np.array([f"{('prefill', 'decode')[e % 2]}-{e}" for e in range(N_ENGINES)], dtype=object)
+    engine = rng.integers(0, N_ENGINES, n)
+    assert K.N_F == 16  # the bridge slices these columns out of (n, 16) simulator rows
+    return {
+        "worker_ids": ids[engine],
+        "dp_rank": np.zeros(n, dtype=np.int64),
+        "counter_id": np.arange(1, n + 1, dtype=np.int64),
+        "wall_time": wall,
+        "scheduled": scheduled,
+        "queued": queued,
+    }
+
+
+def _encode_and_ingest(encode_rows: Any, ingestor_cls: Any, cols: dict[str, Any]) -> int:
+    buf, offsets = encode_rows(*cols.values())
+    accepted: int = ingestor_cls().ingest_buffer(buf, offsets, 1.0)
+    return accepted
+
+
+@pytest.mark.benchmark(group="fpm-encode-rows-ingest")
+@pytest.mark.parametrize("impl", ["native", "reference"])
+def test_encode_rows_and_ingest(benchmark: Any, impl: str, sim_rows: dict[str, Any]) -> None:
+    small = {k: v[:500] for k, v in sim_rows.items()}
+    assert _native.encode_fpm_rows(*small.values())[0] == fpm_ref.encode_fpm_rows(*small.values())[0]
+    if impl == "native":
+        args, rounds = (_native.encode_fpm_rows, _native.FpmIngestor, sim_rows), 20
+    else:
+        args, rounds = (fpm_ref.encode_fpm_rows, FpmIngestorRef, sim_rows), 1
+    accepted = benchmark.pedantic(_encode_and_ingest, args=args, rounds=rounds, iterations=1)
+    assert accepted == N_ROWS
+    benchmark.extra_info["rows"] = N_ROWS
+    benchmark.extra_info["ns_per_row"] = 1e9 * benchmark.stats.stats.mean / N_ROWS
+
+
+@pytest.mark.benchmark(group="fpm-encode-rows")
+@pytest.mark.parametrize("impl", ["native", "reference"])
+def test_encode_rows(benchmark: Any, impl: str, sim_rows: dict[str, Any]) -> None:
+    encode_rows = _native.encode_fpm_rows if impl == "native" else fpm_ref.encode_fpm_rows
+    rounds = {"native": 20, "reference": 1}[impl]
+    buf, offsets = benchmark.pedantic(encode_rows, args=tuple(sim_rows.values()), rounds=rounds, iterations=1)
+    assert offsets.shape == (N_ROWS + 1,) and offsets[-1] == len(buf)
+    benchmark.extra_info["ns_per_row"] = 1e9 * benchmark.stats.stats.mean / N_ROWS

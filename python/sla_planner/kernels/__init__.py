@@ -56,6 +56,7 @@ from .regression_ref import SlidingRegression as SlidingRegressionRef  # noqa: E
 
 __all__ += [
     "encode_fpm",
+    "encode_fpm_rows",
     "decode_fpm",
     "FpmIngestor",
     "FpmIngestorRef",
@@ -70,10 +71,12 @@ if USING_EXTENSIONS:
         SlidingRegression,
         decode_fpm,
         encode_fpm,
+        encode_fpm_rows,
         estimate_many,
     )
 else:
     encode_fpm = _fpm_ref.encode_fpm
+    encode_fpm_rows = _fpm_ref.encode_fpm_rows
     decode_fpm = _fpm_ref.decode_fpm
     FpmIngestor = FpmIngestorRef  # type: ignore[misc,assignment]
     SlidingRegression = SlidingRegressionRef  # type: ignore[misc,assignment]

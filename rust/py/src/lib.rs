@@ -19,6 +19,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(fpm_schema_version, m)?)?;
     m.add_function(wrap_pyfunction!(fpm::encode_fpm, m)?)?;
     m.add_function(wrap_pyfunction!(fpm::decode_fpm, m)?)?;
+    m.add_function(wrap_pyfunction!(fpm::encode_fpm_rows, m)?)?;
     m.add_function(wrap_pyfunction!(regression::estimate_many, m)?)?;
     m.add_class::<ingest::FpmIngestor>()?;
     m.add_class::<regression::SlidingRegression>()?;

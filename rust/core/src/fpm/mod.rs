@@ -9,7 +9,10 @@ mod encode;
 mod error;
 
 pub use decode::{decode, MAX_DEPTH, MAX_MAP_ENTRIES, MAX_PAYLOAD_BYTES, MAX_WORKER_ID_BYTES};
-pub use encode::{encode, encode_into};
+pub use encode::{
+    encode, encode_into, encode_rows, encode_rows_into, encoded_len, plan_rows, write_rows,
+    FpmColumns, RowColumn, RowError, RowRule, QUEUED_COLUMNS, SCHEDULED_COLUMNS,
+};
 pub use error::FpmError;
 
 /// Whether a nested statistic is an integer count/sum or a float variance.
