@@ -234,3 +234,25 @@ def test_properties_easy(target: str, min_endpoint: int, budget: int, patience: 
                 last_down[pool] = k
             cur[pool] = new
         assert cur[P] + cur[D] <= max(budget, 2 * min_endpoint)  # never over the budget
+
+
+def test_scaling_in_progress_holds_only_that_pool() -> None:
+    s = settings_for(optimization_target="latency")
+    rows = [{"role": "prefill", "worker": "p0", "t": 1.0, "qp": 5_000},
+            {"role": "decode", "worker": "d0", "t": 1.0, "skv": 90_000}]
+    res = load_step(LoadState(), view(rows), {P: 1, D: 1}, {P: True, D: False}, 1.0, s, CAPS)
+    assert res[P].reason is DecisionReason.SCALING_IN_PROGRESS and res[P].target is None
+    assert res[D].reason is DecisionReason.SCALE_UP and res[D].target == 2
+
+
+def test_blocked_decode_queue_counts_as_over_sla() -> None:
+    s = settings_for(mode="decode")
+    state = LoadState()
+    for k in range(8):  # ITL = 10 ms + 0.1 ms per running request
+        rows = [{"role": "decode", "worker": "d0", "t": float(k), "sdr": 10.0 * (k + 1),
+                 "skv": 1000.0 * (k + 1) + 37.0 * k * k, "wall": 0.010 + 0.0001 * 10 * (k + 1)}]
+        load_step(state, view(rows), {D: 1}, False, float(k), s, CAPS)
+    idle = [{"role": "decode", "worker": "d0", "t": 9.0, "sdr": 1.0, "skv": 1000.0}]
+    blocked = [dict(idle[0], t=10.0, qdr=1.0, qkv=500.0)]
+    assert load_step(state, view(idle), {D: 1}, False, 9.0, s, CAPS)[D].reason is not DecisionReason.SCALE_UP
+    assert load_step(state, view(blocked), {D: 1}, False, 10.0, s, CAPS)[D].reason is DecisionReason.SCALE_UP

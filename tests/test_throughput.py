@@ -266,3 +266,16 @@ def test_backlog_is_cleared_within_the_interval() -> None:
     p = plan(TrafficForecast(600, 3000, 150, 60, backlog_prefill_tokens=1_200_000))
     assert p.replicas == {Pool.PREFILL: 5, Pool.DECODE: 1}
     assert p.proposals[Pool.DECODE].demand_tokens_per_s["decode"] == pytest.approx(2500.0)
+
+
+def test_decode_sized_for_batch_variance() -> None:
+    # ITL 30 ms point: 3,000 tok/s/GPU -> a batch of 3,000 * 0.030 = 90 sequences per engine.
+    # 6000 req * 150 / 60 = 15,000 tok/s -> 15,000 * 0.030 = 450 sequences in decode (Little).
+    # Formula: 5 engines, each at mean batch 90 = its limit, so P(batch > 90) = 0.47. Poisson
+    # tails: 6 engines (mean 75) -> P(> 90) = 0.042 <= 0.05.
+    p = plan(TrafficForecast(6000, 3000, 150, 60), itl_attainment=0.95)
+    d = p.proposals[Pool.DECODE]
+    assert d.queueing["batch_limit"] == pytest.approx(90.0)
+    assert d.queueing["concurrency"] == pytest.approx(450.0)
+    assert p.replicas is not None and p.replicas[Pool.DECODE] == 6
+    assert d.reason is ThroughputReason.SIZED_FOR_ITL_VARIANCE

@@ -44,19 +44,15 @@ def _sim_pools(mode: str) -> tuple[Pool, ...]:
     raise ConfigError(f"mode: replay simulates 'disagg' or 'agg' deployments, not {mode!r}")
 
 
-def make_policy(spec: str, cfg: Any, models: Any) -> Any:
+def make_policy(spec: str, cfg: Any, models: Any, capabilities: Any = None) -> Any:
     """`planner`, `static:P,D` / `static:N`, or `python:module:Class` (constructed with the config)."""
     from .core.planner import PlannerCore, StaticPolicy
     from .predict import predictors_from_config
 
     pools = _sim_pools(cfg.mode)
     if spec == "planner":
-        if not cfg.enable_throughput_scaling:
-            raise ConfigError(
-                "policy planner: replay currently drives the throughput-based loop; set "
-                "optimization_target=sla (load-based scaling arrives with the FPM loop)"
-            )
-        return PlannerCore(cfg, predictors_from_config(cfg), models.prefill, models.decode)
+        forecaster = predictors_from_config(cfg) if cfg.enable_throughput_scaling else None
+        return PlannerCore(cfg, forecaster, models.prefill, models.decode, capabilities)
     if spec.startswith("static:"):
         return StaticPolicy(parse_replicas(spec[len("static:"):], pools), float(cfg.throughput_adjustment_interval))
     if spec.startswith("python:"):
@@ -115,7 +111,14 @@ def _run(ns: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         decode_engine_num_gpu=cfg.decode_engine_num_gpu,
         seed=ns.seed,
     )
-    policy = make_policy(ns.policy, cfg, models)
+    from .core.load import EngineCapabilities
+
+    caps = EngineCapabilities(
+        max_num_batched_tokens=ns.max_num_batched_tokens,
+        context_length=ns.engine_context_length,
+        max_kv_tokens=int(sim_models.decode.max_kv_tokens),
+    )
+    policy = make_policy(ns.policy, cfg, models, caps)
     if ns.initial_replicas is not None:
         initial = parse_replicas(ns.initial_replicas, pools)
     elif ns.policy.startswith("static:"):
@@ -245,6 +248,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--transfer-s", type=_positive_float, default=0.0, help="prefill-to-decode KV transfer time")
     p.add_argument("--max-num-batched-tokens", type=_count, default=8192, help="prefill tokens per iteration")
     p.add_argument("--max-num-seqs", type=_count, default=256, help="running requests per decode engine")
+    p.add_argument("--engine-context-length", type=_count, default=131072,
+                   help="engines' maximum context length (the easy prefill target's queue unit)")
     p.add_argument("--initial-replicas", default=None,
                    help="engines at t=0: P,D (disagg) or N (agg); default min_endpoint each (static: its size)")
     p.add_argument("--time-scale", type=_positive_float, default=1.0,

@@ -242,6 +242,15 @@ class PlannerConfig(BaseModel):
             "predicts at most this share waiting too long. 0 disables queue-aware sizing."
         ),
     )
+    itl_attainment_target: float = Field(
+        0.95,
+        ge=0.0,
+        lt=1.0,
+        description=(
+            "Share of time each decode engine's batch should stay within the batch that meets "
+            "`itl` (Poisson model of concurrent requests per engine). 0 disables it."
+        ),
+    )
     forecast_at_least_observed: bool = Field(
         True,
         description=(

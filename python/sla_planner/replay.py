@@ -24,7 +24,9 @@ import numpy.typing as npt
 
 from .core.planner import Decision, Policy, ScheduledTick, TickInput
 from .sim import _kernel as K
+from .core.load import engine_view_from_snapshot, role_codes
 from .sim.cluster import ScaleEvent, SimCluster
+from .sim.fpm_bridge import SimFpmBridge
 from .sim.frontend import FrontendCounters, FrontendEmulator
 from .sim.ledger import RequestLedger
 from .types import ObservedTraffic, Pool, TickKind
@@ -46,6 +48,8 @@ class ReplayOptions:
     out_dir: Path | None = None
     progress: bool = False
     title: str = "sla-planner replay"
+    stale_after_s: float = 30.0
+    max_engines: int = 1 << 16
 
 
 @dataclass
@@ -56,6 +60,17 @@ class ReplayResult:
     ticks: list[dict[str, Any]] = field(default_factory=list)
     report_record: dict[str, Any] = field(default_factory=dict)
     outputs: dict[str, str] = field(default_factory=dict)
+
+
+def _roles(worker_ids: npt.NDArray[Any]) -> npt.NDArray[np.int8]:
+    """Simulated worker ids are "<pool>-<n>": the pool is the role."""
+    return role_codes([str(w).split("-", 1)[0] for w in worker_ids])
+
+
+def _queued_prefill_tokens(snapshot: dict[str, Any]) -> float:
+    """Prompt tokens queued at active engines, as the latest forward passes report them."""
+    active = np.asarray(snapshot["active"], dtype=bool)
+    return float(np.asarray(snapshot["queued_sum_prefill_tokens"], dtype=np.float64)[active].sum())
 
 
 class _Arrivals:
@@ -243,9 +258,13 @@ def run_replay(
     finished = 0
     progress = _Progress(options.progress, None)
 
+    bridge = SimFpmBridge(
+        cluster, history_len=10, stale_after_s=options.stale_after_s, max_engines=options.max_engines
+    )
+
     def sink() -> None:
         nonlocal finished, sample_stride
-        cluster.take_fpm()
+        bridge.ingest(cluster.take_fpm(), cluster.now_s)
         done = cluster.take_done()
         if done.shape[0] == 0:
             return
@@ -282,17 +301,22 @@ def run_replay(
             last_snapshot[kind] = snap
             current = cluster.counts()
             ready = cluster.ready_counts()
+            snapshot = bridge.snapshot(t)
             tick_input = TickInput(
                 now_s=t,
                 traffic=traffic,
                 current=current,
                 scaling_in_progress=cluster.scaling_in_progress(),
-                backlog_prefill_tokens=cluster.queued_prefill_tokens(),
+                pools_in_progress={p: cluster.scaling_in_progress(p) for p in cluster.settings.pools()},
+                backlog_prefill_tokens=_queued_prefill_tokens(snapshot),
+                engines=engine_view_from_snapshot(snapshot, _roles(snapshot["worker_id"])),
             )
             decision: Decision = policy.step(ScheduledTick(kind, t), tick_input)
             events: list[ScaleEvent] = []
             if decision.targets is not None and not options.no_operation:
+                sink()  # rows of engines about to be removed go out under their own ids
                 events = cluster.set_targets(decision.targets)
+                bridge.apply_scale_events(events)
                 sink()
             tick = {
                 "t_s": t,

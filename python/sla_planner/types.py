@@ -36,6 +36,7 @@ class ThroughputReason(str, Enum):
     UNKNOWN_TRAFFIC = "unknown_traffic"
     SCALE_DOWN_HELD_SLA_VIOLATED = "scale_down_held_sla_violated"
     SIZED_FOR_TTFT_QUEUEING = "sized_for_ttft_queueing"
+    SIZED_FOR_ITL_VARIANCE = "sized_for_itl_variance"
 
 
 class BudgetAction(str, Enum):

@@ -269,6 +269,12 @@ def _sla_pool(
             est = _decode_itl_s(coef, reqs + 1, kv + avg_ctx) * 1e3
             post = _decode_itl_s(coef, (reqs + 1) * grow, (kv + avg_ctx) * grow) * 1e3 if n > 1 else None
             sla = settings.itl_ms
+            # Requests the engine could not admit wait a whole admission for their next token: no
+            # iteration-time model sees that, so an engine with a blocked queue is over the SLA.
+            est = np.where(view.q_decode_requests[rows] > 0, np.inf, est)
+            if post is not None and caps.max_kv_tokens:
+                # the survivors must also have the KV for what they absorb
+                post = np.where((kv + avg_ctx) * grow >= caps.max_kv_tokens, np.inf, post)
         else:
             # aggregated: the worse of TTFT and ITL, each against its own SLA (ratio to SLA)
             q = view.q_prefill_tokens[rows]
@@ -353,7 +359,7 @@ def load_step(
     state: LoadState,
     view: EngineView | None,
     current: dict[Pool, int],
-    scaling_in_progress: bool,
+    scaling_in_progress: bool | dict[Pool, bool],
     now_s: float,
     settings: LoadSettings,
     caps: EngineCapabilities,
@@ -375,7 +381,12 @@ def load_step(
         if view is None or not rows.any():
             results[pool] = PoolLoadResult(pool, None, DecisionReason.NO_FPM_DATA)
             continue
-        if scaling_in_progress:
+        in_progress = (
+            scaling_in_progress.get(pool, False)
+            if isinstance(scaling_in_progress, dict)
+            else scaling_in_progress
+        )
+        if in_progress:
             results[pool] = PoolLoadResult(pool, None, DecisionReason.SCALING_IN_PROGRESS)
             continue
         ok, counts = _worker_count_ok(view, rows, cur)

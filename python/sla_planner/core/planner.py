@@ -51,6 +51,9 @@ class TickInput:
     traffic: ObservedTraffic | None
     current: dict[Pool, int] | None
     scaling_in_progress: bool = False
+    """Any engine of the deployment still starting."""
+    pools_in_progress: dict[Pool, bool] | None = None
+    """Per pool, when the adapter knows it (load ticks hold only the pools that are scaling)."""
     backlog_prefill_tokens: float | None = None
     engines: Any = None
 
@@ -176,7 +179,7 @@ class PlannerCore:
             self.load_state,
             inp.engines,
             inp.current,
-            inp.scaling_in_progress,
+            inp.pools_in_progress if inp.pools_in_progress is not None else inp.scaling_in_progress,
             inp.now_s,
             self.load_settings,
             self.capabilities,

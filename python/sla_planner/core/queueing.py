@@ -12,6 +12,11 @@ scaled by ``2 / (1 + scv)`` (the Allen-Cunneen / Kingman correction for general 
 
 The pool needs the smallest ``c`` whose P(W > ttft_target - mean_s) is at most
 ``1 - attainment``.
+
+Decode is sized the same way for ITL: the requests in decode form an M/G/inf population, so the
+batch on each of ``c`` engines is about Poisson with mean ``concurrency / c``; an engine meets the
+ITL target up to the batch of its profiled operating point, and the pool needs the smallest ``c``
+whose P(batch > that limit) is at most ``1 - attainment``.
 """
 
 from __future__ import annotations
@@ -20,7 +25,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["erlang_c", "wait_tail", "ServiceMoments", "service_moments", "engines_for_ttft"]
+__all__ = [
+    "erlang_c",
+    "wait_tail",
+    "ServiceMoments",
+    "service_moments",
+    "engines_for_ttft",
+    "engines_for_itl",
+]
 
 
 def erlang_c(c: int, a: float) -> float:
@@ -121,6 +133,33 @@ def engines_for_ttft(
     c = max(1, math.floor(lam * moments.mean_s) + 1)
     while c <= max_engines:
         if wait_tail(c, lam, moments.mean_s, moments.scv, budget) <= allowed:
+            return c
+        c += 1
+    return None
+
+
+def _poisson_sf(k: int, mean: float) -> float:
+    """P(X > k) for X ~ Poisson(mean)."""
+    from scipy.stats import poisson
+
+    return float(poisson.sf(k, mean))
+
+
+def engines_for_itl(
+    concurrency: float, batch_limit: float, attainment: float, start: int, max_engines: int
+) -> int | None:
+    """Smallest engine count (from ``start``) whose per-engine batch stays within
+    ``batch_limit`` with probability ``attainment``; None past ``max_engines`` or when no batch
+    meets the target (``batch_limit`` < 1)."""
+    if concurrency <= 0.0:
+        return max(start, 1)
+    if batch_limit < 1.0:
+        return None
+    k = math.floor(batch_limit)
+    allowed = 1.0 - attainment
+    c = max(start, 1)
+    while c <= max_engines:
+        if _poisson_sf(k, concurrency / c) <= allowed:
             return c
         c += 1
     return None

@@ -29,7 +29,7 @@ from ..types import (
     TrafficForecast,
 )
 from .budget import BudgetResult, fit_disagg_to_budget, fit_pool_to_budget
-from .queueing import engines_for_ttft, service_moments
+from .queueing import engines_for_itl, engines_for_ttft, service_moments
 
 __all__ = [
     "PrefillPerf",
@@ -93,6 +93,8 @@ class ThroughputSettings:
     ttft_ms: float = 2000.0
     ttft_attainment: float = 0.0
     """Queue-aware prefill sizing target (0 = off: the throughput formula alone)."""
+    itl_attainment: float = 0.0
+    """Batch-variance-aware decode sizing target (0 = off: the throughput formula alone)."""
 
     @classmethod
     def from_config(cls, cfg: Any) -> ThroughputSettings:
@@ -113,6 +115,7 @@ class ThroughputSettings:
             correction=correction,
             ttft_ms=cfg.ttft,
             ttft_attainment=cfg.ttft_attainment_target,
+            itl_attainment=cfg.itl_attainment_target,
         )
 
     def pools(self) -> tuple[Pool, ...]:
@@ -383,6 +386,22 @@ def _propose_decode(
     raw = demand / point.thpt_per_gpu / gpus
     idle = forecast.num_req == 0 and forecast.backlog_prefill_tokens == 0
     replicas, reason = _replicas(raw, settings.min_endpoint, idle)
+    queueing: dict[str, Any] = {}
+    if settings.itl_attainment > 0.0 and not idle and point.meets_target:
+        # Little: concurrent sequences = tokens/s x seconds per token, per engine and in total.
+        itl_s = point.itl_ms / 1e3
+        batch_limit = point.thpt_per_gpu * gpus * itl_s
+        concurrency = demand * itl_s
+        cap = max(settings.max_gpu_budget // gpus, 1)
+        engines = engines_for_itl(concurrency, batch_limit, settings.itl_attainment, replicas, cap)
+        queueing = {
+            "concurrency": concurrency,
+            "batch_limit": batch_limit,
+            "attainment_target": settings.itl_attainment,
+            "engines": engines,
+        }
+        if engines is not None and engines > replicas:
+            replicas, reason = engines, ThroughputReason.SIZED_FOR_ITL_VARIANCE
     if not point.meets_target and reason is ThroughputReason.SIZED_FROM_FORECAST:
         reason = ThroughputReason.ITL_TARGET_UNREACHABLE
     return PoolProposal(
@@ -397,6 +416,7 @@ def _propose_decode(
         context_length=context,
         decode_kv_usage=point.kv_usage,
         decode_itl_ms=point.itl_ms,
+        queueing=queueing,
     )
 
 

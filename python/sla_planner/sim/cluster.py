@@ -361,10 +361,14 @@ class SimCluster:
             for p in self.settings.pools()
         }
 
-    def scaling_in_progress(self) -> bool:
-        """True while any engine is still starting."""
+    def scaling_in_progress(self, pool: Pool | None = None) -> bool:
+        """True while any engine (of ``pool``, when given) is still starting."""
+        code = None if pool is None else _POOL_CODE[pool]
         return any(
-            self.ei[e, K.EI_ALIVE] == 1 and self.ei[e, K.EI_READY] == 0 for e in range(self.n_engines)
+            self.ei[e, K.EI_ALIVE] == 1
+            and self.ei[e, K.EI_READY] == 0
+            and (code is None or self.ei[e, K.EI_POOL] == code)
+            for e in range(self.n_engines)
         )
 
     def gpus_in_use(self) -> int:
