@@ -1,0 +1,5 @@
+"""Connectors that read and apply replica counts (the live loop's :class:`~sla_planner.live.Connector`)."""
+
+from .memory import InMemoryConnector
+
+__all__ = ["InMemoryConnector"]
