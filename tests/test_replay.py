@@ -133,3 +133,26 @@ def test_demo_runs_and_compares(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert r["planner"]["policy"] == "planner" and r["baseline"]["policy"] == "static:8,4"
     assert r["planner"]["requests_total"] == r["baseline"]["requests_total"] > 1000
     assert r["planner"]["gpu_hours"] < r["baseline"]["gpu_hours"]
+
+
+def test_load_loop_in_replay_scales_up_on_a_burst_and_down_after_patience(models) -> None:  # type: ignore[no-untyped-def]
+    from sla_planner.core.load import EngineCapabilities
+
+    cfg = _cfg(optimization_target="latency", load_scale_down_patience=3, mode="disagg")
+    caps = EngineCapabilities(max_kv_tokens=int(models.decode.max_kv_tokens))
+    policy = PlannerCore(cfg, None, models.prefill, models.decode, caps)
+    trace = ("synthetic:bursts?base_rps=1&burst_rps=15&burst_every_s=600&burst_len_s=300&duration_s=1200"
+             "&isl=3000&osl=200&seed=2")
+    cluster = SimCluster(SimPerf.from_models(models.prefill, models.decode), SimSettings(), {P: 1, D: 1})
+    result = run_replay(open_trace(trace), policy, cluster, ReplayOptions(2000.0, 30.0))
+    load_ticks = [t for t in result.ticks if t["kind"] == "load"]
+    ups = [t["t_s"] for t in load_ticks if t["reason"] == "scale_up"]
+    downs = [t["t_s"] for t in load_ticks if t["reason"] == "scale_down"]
+    assert ups and min(ups) >= 600.0  # nothing to do before the burst
+    assert downs and max(downs) > min(ups)  # and back down once it is over
+    # a scale-down needs `patience` consecutive load ticks that all agreed: never within it
+    reasons = [t["reason"] for t in load_ticks]
+    for i, r in enumerate(reasons):
+        if r == "scale_down":
+            assert i >= 3
+    assert max(t["replicas"]["prefill"] + t["replicas"]["decode"] for t in load_ticks) > 2
