@@ -92,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_replay import add_replay_parsers
 
     add_replay_parsers(sub)
+    from .cli_fpm import add_fpm_parsers
+
+    add_fpm_parsers(sub)
     return parser
 
 
