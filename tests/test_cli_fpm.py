@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +24,10 @@ REQUIRED_COUNTERS = {"received", "decoded", "malformed", "wrong_version", "heart
 def engine() -> Iterator[MockEngine]:
     """A two-rank decode mock engine publishing for the whole module."""
     with MockEngine(0, 2, "decode", PERF, "constant:20?isl=300&osl=20", "cli-mock", time_scale=5.0) as e:
+        # publishing starts after the simulator is compiled (seconds on a cold numba cache)
+        deadline = time.monotonic() + 120
+        while sum(e.published) == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
         yield e
 
 

@@ -20,7 +20,7 @@ from .. import kernels
 from ..types import Pool
 from . import _kernel as K
 
-__all__ = ["SimSettings", "SimPerf", "SimCluster", "ScaleEvent"]
+__all__ = ["SimSettings", "SimPerf", "SimCluster", "ScaleEvent", "warm_up"]
 
 F64 = npt.NDArray[np.float64]
 
@@ -492,3 +492,38 @@ class SimCluster:
 
 def _pool_of(code: int) -> Pool:
     return {K.POOL_PREFILL: Pool.PREFILL, K.POOL_DECODE: Pool.DECODE, K.POOL_AGG: Pool.AGG}[code]
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) every jitted simulator function with a tiny run.
+
+    Real-time users (mock engines) call this before their clock starts: a first compile can
+    take seconds on a fresh install.
+    """
+    perf = SimPerf(
+        prefill_isl=np.array([1.0, 1e6]),
+        prefill_thpt_per_gpu=np.array([1e4, 1e4]),
+        prefill_slopes=np.zeros(2),
+        decode_itl_grid_ms=np.full((2, 2), 10.0),
+        kv_min=0.0,
+        kv_step=1.0,
+        ctx_min=0.0,
+        ctx_step=1e6,
+        max_kv_tokens=10_000,
+    )
+    for mode, initial in (("disagg", {Pool.PREFILL: 1, Pool.DECODE: 1}), ("agg", {Pool.AGG: 1})):
+        c = SimCluster(perf, SimSettings(mode=mode, startup_delay_s=0.0), initial, request_capacity=8)
+        c.advance(
+            1.0,
+            np.array([0.0, 0.5]),
+            np.array([100, 0], dtype=np.int64),
+            np.array([5, 3], dtype=np.int64),
+            np.array([0, 1], dtype=np.int64),
+            lambda: None,
+        )
+        pools = c.settings.pools()
+        c.set_targets({p: 2 for p in pools})
+        c.set_targets({p: 1 for p in pools})
+        c.take_fpm()
+        c.take_done()
+        c.finish()
