@@ -74,9 +74,12 @@ class FpmIngestor:
     ) -> int:
         """Like ``ingest``; payload i is ``buf[offsets[i]:offsets[i+1]]`` (offsets: n + 1 ints)."""
 
-    def snapshot(self, now_s: float) -> dict[str, npt.NDArray[Any]]:
+    def snapshot(self, now_s: float, *, with_ids: bool = True) -> dict[str, npt.NDArray[Any]]:
         """Struct of arrays, one row per engine in registration order: ``worker_id`` (object
-        array of str), ``dp_rank``, ``counter_id`` (int64), ``wall_time``, ``last_seen_s``
+        array of str; left out when ``with_ids`` is False, which saves one str per engine),
+        ``worker_index`` (int64: the interned worker, equal for all dp ranks of one worker,
+        distinct across workers; a removed worker's index is reused, lowest first),
+        ``dp_rank``, ``counter_id`` (int64), ``wall_time``, ``last_seen_s``
         (float64), ``stale``, ``active`` (bool, ``active == ~stale``), ``received``,
         ``heartbeats``, ``gaps``, ``out_of_order`` (int64), and ``scheduled_<field>`` /
         ``queued_<field>`` for every FPM field (int64 counts, float64 variances)."""

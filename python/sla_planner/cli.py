@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_fpm import add_fpm_parsers
 
     add_fpm_parsers(sub)
+    from .cli_bench import add_bench_parser
+
+    add_bench_parser(sub)
     return parser
 
 

@@ -12,6 +12,7 @@ __all__ = [
     "FpmDecodeError",
     "InfeasibleBudgetError",
     "ReportDataError",
+    "KernelMismatchError",
 ]
 
 
@@ -54,3 +55,8 @@ class FpmDecodeError(SlaPlannerError, ValueError):
 
 class ReportDataError(SlaPlannerError, ValueError):
     """A report record (replay or live run) is malformed; the message names the key path and rule."""
+
+
+class KernelMismatchError(SlaPlannerError):
+    """A compiled kernel disagreed with its reference on the same input (``sla-planner bench``
+    checks before timing); the message names the case and the first differing value."""

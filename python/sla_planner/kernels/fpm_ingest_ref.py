@@ -4,11 +4,14 @@ Same semantics as the Rust table: one engine per ``(worker_id, dp_rank)`` in reg
 order; the latest message (idle heartbeats included) and a bounded history of the last
 ``history_len`` forward passes (heartbeats excluded); per-engine and global counters; staleness
 from the caller's ``now_s`` (stale when ``now_s - last_seen_s > stale_after_s``). Counters
-saturate at 2**64 - 1 and are reported clamped to int64, like the native ones.
+saturate at 2**64 - 1 and are reported clamped to int64, like the native ones. Worker ids are
+interned to a ``worker_index`` shared by a worker's dp ranks; once a worker's last engine is
+removed its index is free, and new workers take the lowest free index first.
 """
 
 from __future__ import annotations
 
+import heapq
 import math
 import operator
 import sys
@@ -65,12 +68,13 @@ def _now(now_s: Any) -> float:
 
 class _Engine:
     __slots__ = (
-        "worker_id", "dp_rank", "latest", "last_seen_s", "history", "received", "heartbeats",
+        "worker_id", "worker_index", "dp_rank", "latest", "last_seen_s", "history", "received", "heartbeats",
         "counter_gaps", "seq_gaps", "out_of_order", "last_counter_id", "last_seq",
     )
 
-    def __init__(self, worker_id: str, dp_rank: int, history_len: int) -> None:
+    def __init__(self, worker_id: str, worker_index: int, dp_rank: int, history_len: int) -> None:
         self.worker_id = worker_id
+        self.worker_index = worker_index
         self.dp_rank = dp_rank
         self.latest: tuple[Any, ...] = ()
         self.last_seen_s = -math.inf
@@ -173,6 +177,9 @@ class FpmIngestor:
         self._stale_after_s = stale_after_s
         self._max_engines = max_engines
         self._engines: dict[tuple[str, int], _Engine] = {}
+        self._worker_index: dict[str, int] = {}  # interned worker ids
+        self._engines_of: list[int] = []  # live engines per worker index
+        self._free_indices: list[int] = []  # heap of reusable worker indices
         self._counters = dict.fromkeys(
             ("received", "decoded", "malformed", "wrong_version", "heartbeats", "counter_gaps",
              "seq_gaps", "out_of_order", "dropped_capacity"),
@@ -194,6 +201,25 @@ class FpmIngestor:
         """Most engines the table holds."""
         return self._max_engines
 
+    def _acquire(self, worker_id: str) -> int:
+        index = self._worker_index.get(worker_id)
+        if index is None:
+            if self._free_indices:
+                index = heapq.heappop(self._free_indices)
+            else:
+                index = len(self._engines_of)
+                self._engines_of.append(0)
+            self._worker_index[worker_id] = index
+        self._engines_of[index] += 1
+        return index
+
+    def _release(self, engine: _Engine) -> None:
+        index = engine.worker_index
+        self._engines_of[index] -= 1
+        if self._engines_of[index] == 0:
+            del self._worker_index[engine.worker_id]
+            heapq.heappush(self._free_indices, index)
+
     def _ingest_one(self, payload: bytes, now_s: float, seq: int | None) -> bool:
         c = self._counters
         c["received"] += 1
@@ -209,7 +235,7 @@ class FpmIngestor:
             if len(self._engines) >= self._max_engines:
                 c["dropped_capacity"] += 1
                 return False
-            engine = self._engines[key] = _Engine(key[0], key[1], self._history_len)
+            engine = self._engines[key] = _Engine(key[0], self._acquire(key[0]), key[1], self._history_len)
         heartbeat, counter_gap, seq_gap, out_of_order = engine.update(_flatten(rec), now_s, seq)
         c["heartbeats"] += int(heartbeat)
         c["counter_gaps"] = _sat(c["counter_gaps"] + counter_gap)
@@ -246,19 +272,20 @@ class FpmIngestor:
             for i in range(len(offs) - 1)
         )
 
-    def snapshot(self, now_s: float) -> dict[str, np.ndarray]:
-        """Struct of arrays, one row per known engine in registration order (see the stub)."""
+    def snapshot(self, now_s: float, *, with_ids: bool = True) -> dict[str, np.ndarray]:
+        """Struct of arrays, one row per known engine in registration order (see the stub);
+        ``with_ids=False`` leaves out ``worker_id`` (use ``worker_index``)."""
         now = _now(now_s)
         engines = list(self._engines.values())
         n = len(engines)
-        worker_id = np.empty(n, dtype=object)
-        for i, e in enumerate(engines):
-            worker_id[i] = e.worker_id
         stale = np.array([now - e.last_seen_s > self._stale_after_s for e in engines], dtype=bool)
-        out: dict[str, np.ndarray] = {
-            "worker_id": worker_id,
-            "dp_rank": np.array([e.dp_rank for e in engines], dtype=np.int64),
-        }
+        out: dict[str, np.ndarray] = {}
+        if with_ids:
+            worker_id = np.empty(n, dtype=object)
+            worker_id[:] = [e.worker_id for e in engines]
+            out["worker_id"] = worker_id
+        out["worker_index"] = np.array([e.worker_index for e in engines], dtype=np.int64)
+        out["dp_rank"] = np.array([e.dp_rank for e in engines], dtype=np.int64)
         for j, (name, is_count) in enumerate(_COLUMNS[:2]):
             out[name] = np.array([e.latest[j] for e in engines], dtype=np.int64 if is_count else np.float64)
         out["last_seen_s"] = np.array([e.last_seen_s for e in engines], dtype=np.float64)
@@ -295,11 +322,15 @@ class FpmIngestor:
 
     def remove(self, worker_id: str, dp_rank: int) -> bool:
         """Forget an engine; returns whether it was known."""
-        return self._engines.pop((worker_id, dp_rank), None) is not None
+        engine = self._engines.pop((worker_id, dp_rank), None)
+        if engine is None:
+            return False
+        self._release(engine)
+        return True
 
     def memory_bytes(self) -> int:
         """Approximate bytes held by the table (Python object sizes; not comparable to native)."""
-        total = sys.getsizeof(self._engines)
+        total = sys.getsizeof(self._engines) + sys.getsizeof(self._worker_index)
         for e in self._engines.values():
             total += sys.getsizeof(e) + sys.getsizeof(e.worker_id) + sys.getsizeof(e.history)
             total += sum(sys.getsizeof(s) + 8 * len(s) for _, s in e.history)

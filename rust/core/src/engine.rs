@@ -30,6 +30,7 @@ impl HistoryRing {
     }
 
     /// Append, evicting the oldest entry when full.
+    #[inline]
     pub fn push(&mut self, entry: HistoryEntry) {
         if self.capacity == 0 {
             return;
@@ -41,7 +42,11 @@ impl HistoryRing {
             self.entries.push(entry);
         } else if let Some(slot) = self.entries.get_mut(self.head) {
             *slot = entry;
-            self.head = (self.head + 1) % self.capacity;
+            // a compare instead of `%`: an integer division per message is measurable here
+            self.head += 1;
+            if self.head == self.capacity {
+                self.head = 0;
+            }
         }
     }
 
@@ -100,6 +105,8 @@ pub struct UpdateEffect {
 pub struct Engine {
     /// Worker identifier.
     pub worker_id: Box<str>,
+    /// The table's interned index of `worker_id` (shared by all dp ranks of one worker).
+    pub worker_index: u32,
     /// Data-parallel rank.
     pub dp_rank: i64,
     /// Most recent message (a heartbeat included).
@@ -114,10 +121,12 @@ pub struct Engine {
 }
 
 impl Engine {
-    /// A new engine with an empty history ring of `history_len` entries.
-    pub fn new(worker_id: &str, dp_rank: i64, history_len: usize) -> Self {
+    /// A new engine of the worker interned as `worker_index`, with an empty history ring of
+    /// `history_len` entries.
+    pub fn new(worker_id: &str, worker_index: u32, dp_rank: i64, history_len: usize) -> Self {
         Engine {
             worker_id: worker_id.into(),
+            worker_index,
             dp_rank,
             latest: FpmSample::default(),
             last_seen_s: f64::NEG_INFINITY,
@@ -132,6 +141,7 @@ impl Engine {
     ///
     /// Heartbeats refresh `latest`, `last_seen_s` and the sequence but are not stored in the
     /// history and do not take part in `counter_id` gap detection.
+    #[inline]
     pub fn update(&mut self, sample: &FpmSample, now_s: f64, seq: Option<u64>) -> UpdateEffect {
         let mut effect = UpdateEffect {
             heartbeat: sample.is_heartbeat(),

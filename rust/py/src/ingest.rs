@@ -2,7 +2,7 @@
 
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList};
+use pyo3::types::{PyBytes, PyDict, PyList, PySlice};
 use sla_planner_core::engine::HistoryEntry;
 use sla_planner_core::fpm::{FieldKind, QUEUED_FIELDS, SCHEDULED_FIELDS};
 use sla_planner_core::table::{Column, EngineTable};
@@ -264,17 +264,28 @@ impl FpmIngestor {
         }))
     }
 
-    /// Struct of arrays, one row per known engine in registration order.
-    fn snapshot<'py>(&self, py: Python<'py>, now_s: f64) -> PyResult<Bound<'py, PyDict>> {
+    /// Struct of arrays, one row per known engine in registration order; `with_ids=False`
+    /// leaves out the `worker_id` strings (use `worker_index`).
+    #[pyo3(signature = (now_s, *, with_ids = true))]
+    fn snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        now_s: f64,
+        with_ids: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
         lift(py, check_now(now_s))?;
-        let s = self.table.snapshot(now_s);
+        let table = &self.table;
+        let s = py.detach(|| table.snapshot_with(now_s, with_ids));
         let d = PyDict::new(py);
-        let ids = PyList::new(py, &s.worker_id)?;
-        let np = py.import("numpy")?;
-        d.set_item(
-            "worker_id",
-            numpy_object_array(&np, &ids, s.worker_id.len())?,
-        )?;
+        if with_ids {
+            let ids = PyList::new(py, &s.worker_id)?;
+            let np = py.import("numpy")?;
+            d.set_item(
+                "worker_id",
+                numpy_object_array(&np, &ids, s.worker_id.len())?,
+            )?;
+        }
+        d.set_item("worker_index", PyArray1::from_vec(py, s.worker_index))?;
         d.set_item("dp_rank", PyArray1::from_vec(py, s.dp_rank))?;
         d.set_item("counter_id", PyArray1::from_vec(py, s.counter_id))?;
         d.set_item("wall_time", PyArray1::from_vec(py, s.wall_time))?;
@@ -402,8 +413,6 @@ fn numpy_object_array<'py>(
     n: usize,
 ) -> PyResult<Bound<'py, PyAny>> {
     let arr = np.call_method1("empty", (n, "object"))?;
-    for (i, item) in items.iter().enumerate() {
-        arr.set_item(i, item)?;
-    }
+    arr.set_item(PySlice::full(np.py()), items)?;
     Ok(arr)
 }
