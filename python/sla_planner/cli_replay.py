@@ -281,4 +281,11 @@ def add_replay_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore
     d.add_argument("--baseline", default="static:8,4", help="the static deployment to compare with")
     _add_common(d)
     add_config_arguments(d)
-    d.set_defaults(func=_run_demo, profile_results_dir="builtin:example", optimization_target="sla")
+    # The demo shows the SLA planner with both loops (throughput floor + load-based bursts); the
+    # package default (easy `throughput` target) packs KV and is not SLA-driven. Flags override.
+    d.set_defaults(
+        func=_run_demo,
+        profile_results_dir="builtin:example",
+        optimization_target="sla",
+        enable_load_scaling=True,
+    )
