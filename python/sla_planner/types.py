@@ -8,6 +8,7 @@ from enum import Enum
 
 __all__ = [
     "Pool",
+    "pools_for_mode",
     "ThroughputReason",
     "BudgetAction",
     "CorrectionStatus",
@@ -24,6 +25,22 @@ class Pool(str, Enum):
     PREFILL = "prefill"
     DECODE = "decode"
     AGG = "agg"
+
+
+_POOLS_BY_MODE: dict[str, tuple[Pool, ...]] = {
+    "disagg": (Pool.PREFILL, Pool.DECODE),
+    "prefill": (Pool.PREFILL,),
+    "decode": (Pool.DECODE,),
+    "agg": (Pool.AGG,),
+}
+
+
+def pools_for_mode(mode: str) -> tuple[Pool, ...]:
+    """The pools a deployment mode has (disagg: prefill and decode; agg: one aggregated pool)."""
+    try:
+        return _POOLS_BY_MODE[mode]
+    except KeyError:
+        raise ValueError(f"mode {mode!r}: expected one of {sorted(_POOLS_BY_MODE)}") from None
 
 
 class ThroughputReason(str, Enum):

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from ..types import DecisionReason, Pool
+from ..types import DecisionReason, Pool, pools_for_mode
 
 __all__ = [
     "ROLE_CODES",
@@ -163,12 +163,7 @@ class LoadSettings:
 
     def pools(self) -> tuple[Pool, ...]:
         """Pools of the mode."""
-        return {
-            "disagg": (Pool.PREFILL, Pool.DECODE),
-            "prefill": (Pool.PREFILL,),
-            "decode": (Pool.DECODE,),
-            "agg": (Pool.AGG,),
-        }[self.mode]
+        return pools_for_mode(self.mode)
 
     def gpus(self, pool: Pool) -> int:
         """GPUs per engine of a pool (aggregated engines count as decode engines)."""

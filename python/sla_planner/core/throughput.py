@@ -27,6 +27,7 @@ from ..types import (
     Pool,
     ThroughputReason,
     TrafficForecast,
+    pools_for_mode,
 )
 from .budget import BudgetResult, fit_disagg_to_budget, fit_pool_to_budget
 from .queueing import engines_for_itl, engines_for_ttft, service_moments
@@ -120,12 +121,7 @@ class ThroughputSettings:
 
     def pools(self) -> tuple[Pool, ...]:
         """The pools this mode has."""
-        return {
-            "disagg": (Pool.PREFILL, Pool.DECODE),
-            "prefill": (Pool.PREFILL,),
-            "decode": (Pool.DECODE,),
-            "agg": (Pool.AGG,),
-        }[self.mode]
+        return pools_for_mode(self.mode)
 
 
 @dataclass(frozen=True)
