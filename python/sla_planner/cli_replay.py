@@ -153,7 +153,7 @@ def _run(ns: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     return summary
 
 
-_ROWS = [
+_ROWS: list[tuple[str, Any, str]] = [
     ("policy", "policy", "{}"),
     ("requests", "requests_total", "{:,}"),
     ("failed", "requests_failed", "{:,}"),

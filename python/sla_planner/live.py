@@ -106,13 +106,15 @@ class LiveLoop:
         now = self.clock()
         self.stats.max_lag_s = max(self.stats.max_lag_s, now - due_s)
         interval = self.policy.intervals()[kind]
-        traffic = self._read("traffic", lambda: self.traffic.window(interval)) if self.traffic else None
+        source = self.traffic
+        traffic = self._read("traffic", lambda: source.window(interval)) if source is not None else None
         current = self._read("workers", self.connector.current)
         in_progress = self._read("workers", self.connector.pools_in_progress) or {}
         view = None
         backlog = None
-        if self.engines is not None:
-            snap = self._read("engines", lambda: self.engines.snapshot(now))  # type: ignore[union-attr]
+        engines = self.engines
+        if engines is not None:
+            snap = self._read("engines", lambda: engines.snapshot(now))
             if snap is not None:
                 view = engine_view_from_snapshot(snap, snap["role"])
                 active = snap["active"]

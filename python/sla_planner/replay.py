@@ -342,7 +342,7 @@ def run_replay(
             ticks.append(tick)
             engines.extend(_engine_samples(cluster, t))
             if decisions_file is not None:
-                record = dict(tick)
+                record: dict[str, Any] = dict(tick)
                 record["pool_reasons"] = {p.value: r for p, r in decision.pool_reasons.items()}
                 record["detail"] = decision.detail
                 record["events"] = [_event_record(e) for e in events]
@@ -361,7 +361,7 @@ def run_replay(
         decisions_file.close()
 
     wall = time.perf_counter() - wall_start
-    summary = ledger.summary()
+    summary: dict[str, Any] = ledger.summary()
     adds = sum(1 for e in cluster.scale_events if e.action == "add")
     removes = sum(1 for e in cluster.scale_events if e.action == "remove")
     summary.update(
@@ -381,7 +381,7 @@ def run_replay(
         }
     )
     summary = _finite_or_none(summary)
-    record = {
+    report: dict[str, Any] = {
         "title": options.title,
         "generated_by": "sla-planner",
         "summary": summary,
@@ -392,7 +392,7 @@ def run_replay(
         "requests_sample": _finite_or_none(sample),
         "scale_events": [_event_record(e) for e in cluster.scale_events],
     }
-    result = ReplayResult(summary, ticks, record)
+    result = ReplayResult(summary, ticks, report)
     if out is not None:
         summary_path = out / "summary.json"
         summary_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")

@@ -225,7 +225,7 @@ class PlannerCore:
             isl,
             osl,
             interval_s,
-            float(backlog) if use_backlog else 0.0,
+            float(backlog) if use_backlog and backlog is not None else 0.0,
             self._isl_buckets,
         )
 

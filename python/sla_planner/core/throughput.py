@@ -66,10 +66,17 @@ class PrefillPerf(Protocol):
 class DecodePoint(Protocol):
     """An operating point on the decode profile."""
 
-    thpt_per_gpu: float
-    kv_usage: float
-    itl_ms: float
-    meets_target: bool
+    @property
+    def thpt_per_gpu(self) -> float: ...
+
+    @property
+    def kv_usage(self) -> float: ...
+
+    @property
+    def itl_ms(self) -> float: ...
+
+    @property
+    def meets_target(self) -> bool: ...
 
 
 class DecodePerf(Protocol):

@@ -45,6 +45,9 @@ class FrontendCounters:
     """Requests per ISL bucket (non-cumulative; bounds in ISL_BUCKET_BOUNDS)."""
 
 
+_SCALAR_FIELDS = tuple(f for f in FrontendCounters.__dataclass_fields__ if f != "isl_bucket_counts")
+
+
 def _mean(d_sum: float, d_count: float) -> float | None:
     return d_sum / d_count if d_count > 0 else None
 
@@ -85,9 +88,8 @@ class FrontendEmulator:
 
     def snapshot(self) -> FrontendCounters:
         """The cumulative series now."""
-        return FrontendCounters(
-            *(float(x) for x in self._c), isl_bucket_counts=tuple(float(x) for x in self._isl_buckets)
-        )
+        values = dict(zip(_SCALAR_FIELDS, (float(x) for x in self._c)))
+        return FrontendCounters(**values, isl_bucket_counts=tuple(float(x) for x in self._isl_buckets))
 
     @staticmethod
     def window(before: FrontendCounters, after: FrontendCounters) -> ObservedTraffic:
