@@ -3,6 +3,11 @@
 //! Strict: every required field has one accepted msgpack type family, unknown keys are skipped
 //! (their values are still checked to be well-formed msgpack), and every failure is an
 //! [`FpmError`]. All reads are bounds-checked; nothing here can panic on any input.
+//!
+//! [`decode`] first tries `canonical` (straight-line decoding of the layout publishers write) and
+//! falls back to the general decoder below for anything else, so results never depend on the path.
+
+mod canonical;
 
 use super::{
     FieldKind, FieldSpec, FpmError, FpmRef, FpmSample, RequestStats, QUEUED_FIELDS,
@@ -394,7 +399,18 @@ const ROOT_KEYS: [&str; 7] = [
 ];
 
 /// Decode one FPM payload. The returned record borrows `worker_id` from `payload`.
+#[inline]
 pub fn decode(payload: &[u8]) -> Result<FpmRef<'_>, FpmError> {
+    match canonical::decode_canonical(payload) {
+        Some(rec) => Ok(rec),
+        None => decode_general(payload),
+    }
+}
+
+/// Decode any accepted layout (keys in any order, unknown keys, every msgpack size form) and
+/// name the problem in every rejected payload.
+#[inline(never)]
+fn decode_general(payload: &[u8]) -> Result<FpmRef<'_>, FpmError> {
     if payload.len() > MAX_PAYLOAD_BYTES {
         return Err(FpmError::TooLarge {
             what: "payload bytes",
