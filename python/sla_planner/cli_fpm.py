@@ -9,6 +9,7 @@ import sys
 import time
 from typing import Any
 
+from .cli import _positive_float as _seconds
 from .errors import ConfigError, SlaPlannerError
 
 __all__ = ["add_fpm_parsers", "engines_from_snapshot"]
@@ -18,18 +19,8 @@ _COUNTER_KEYS = ("received", "decoded", "malformed", "wrong_version", "heartbeat
                  "gaps", "out_of_order", "dropped_capacity")
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number of seconds >= 0, got {text!r}")
-    return value
-
-
 def _positive(text: str) -> float:
-    value = _seconds(text)
+    value = _seconds(text)  # finite and >= 0, or an argparse error
     if value == 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
     return value
