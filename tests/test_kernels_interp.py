@@ -503,9 +503,111 @@ def test_best_under_target_ties_and_nan_cells(impl: ModuleType) -> None:
     )
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("first", range(5), ids=lambda i: f"rows{i}-{i + 1}")
+def test_best_under_target_tie_between_neighbours_keeps_the_lower_row(
+    impl: ModuleType, first: int
+) -> None:
+    thpt = np.arange(6.0).reshape(6, 1)  # rising: each row beats the ones before it...
+    thpt[first + 1:] = thpt[first]  # ...up to a tie between rows first and first + 1 (and on)
+    itl = np.zeros((6, 1))
+    assert impl.best_under_target(itl, thpt, 0.0, 1.0, 0.0, 1.0) == (float(first), first, 0.0, True)
+
+
+few_cells = st.sampled_from([0.0, -0.0, 1.0, 2.0, NAN, INF, -INF])
+
+
+@needs_compiled
+@SETTINGS
+@given(
+    shape=st.tuples(st.integers(1, 9), st.integers(1, 3)),
+    data=st.data(),
+    yq=st.sampled_from([0.0, 0.5, 1.0, 2.5, NAN]),
+    target=st.sampled_from([-INF, 0.0, 0.5, 1.0, 2.0, INF, NAN]),
+)
+def test_best_under_target_compiled_equals_reference_with_ties(
+    shape: tuple[int, int], data: st.DataObject, yq: float, target: float
+) -> None:
+    """Few distinct cell values: ties, NaN cells and infinities in every row position."""
+    z_itl = data.draw(hnp.arrays(np.float64, shape, elements=few_cells))
+    z_thpt = data.draw(hnp.arrays(np.float64, shape, elements=few_cells))
+    assert_same(
+        outcome(compiled.best_under_target, z_itl, z_thpt, 0.0, 1.0, yq, target),
+        outcome(ref.best_under_target, z_itl, z_thpt, 0.0, 1.0, yq, target),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# DecodeGridSearch: best_under_target with the grids checked once
+
+
+@needs_compiled
+@SETTINGS
+@given(g=grids(), data=st.data(), yq=query, target=query)
+def test_decode_grid_search_equals_best_under_target(
+    g: tuple[Any, ...], data: st.DataObject, yq: float, target: float
+) -> None:
+    z_itl, _, _, y0, sy = g
+    cells = st.one_of(finite, st.just(NAN))
+    z_thpt = data.draw(hnp.arrays(np.float64, z_itl.shape, elements=cells))
+    want = outcome(ref.best_under_target, z_itl, z_thpt, y0, sy, yq, target)
+    for impl in (ref, compiled):
+        search = impl.DecodeGridSearch(z_itl, z_thpt, y0, sy)
+        assert_same(outcome(search.best, yq, target), want)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_decode_grid_search_keeps_its_own_copy(impl: ModuleType) -> None:
+    z_itl, z_thpt = Z_ITL.copy(), Z_THPT.copy()
+    search = impl.DecodeGridSearch(z_itl, z_thpt, 0.0, 1.0)
+    want = search.best(0.0, 30.0)
+    z_itl[:] = 0.0
+    z_thpt[:] = NAN
+    assert search.best(0.0, 30.0) == want == (300.0, 2, 30.0, True)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_decode_grid_search_accepts_array_likes(impl: ModuleType) -> None:
+    search = impl.DecodeGridSearch(Z_ITL.tolist(), Z_THPT.astype(np.float32), 0, 1)
+    assert search.best(0, 30) == impl.best_under_target(Z_ITL, Z_THPT, 0.0, 1.0, 0.0, 30.0)
+
+
+SEARCH_ERRORS = [
+    ("shapes", (Z22, np.ones((2, 3)), 0.0, 1.0), None,
+     "DecodeGridSearch: z_thpt shape (2, 3) != z_itl shape (2, 2)"),
+    ("itl-1d", (np.ones(4), Z22, 0.0, 1.0), None, "DecodeGridSearch: z_itl"),
+    ("dy-zero", (Z22, Z22, 0.0, 0.0), None, "DecodeGridSearch: dy must be finite"),
+    ("yq-string", (Z22, Z22, 0.0, 1.0), ("0.5", 1.0), "DecodeGridSearch.best: yq"),
+    ("target-string", (Z22, Z22, 0.0, 1.0), (0.5, "30"), "DecodeGridSearch.best: itl_target"),
+]
+
+
+@pytest.mark.parametrize(("args", "query_args", "fragment"), [e[1:] for e in SEARCH_ERRORS],
+                         ids=[e[0] for e in SEARCH_ERRORS])
+def test_decode_grid_search_bad_input(
+    args: tuple[Any, ...], query_args: tuple[Any, ...] | None, fragment: str
+) -> None:
+    messages = []
+    for impl in [ref] + ([compiled] if compiled is not None else []):
+        with pytest.raises(KernelError) as info:
+            search = impl.DecodeGridSearch(*args)
+            if query_args is not None:
+                search.best(*query_args)
+        assert fragment in str(info.value)
+        messages.append(str(info.value))
+    assert len(set(messages)) == 1  # compiled and reference say the same
+
+
 def test_selected_implementation_follows_environment() -> None:
     forced = os.environ.get("SLA_PLANNER_NO_EXTENSIONS", "") not in ("", "0")
     assert kernels.USING_EXTENSIONS is (not forced)
     expected = ref if forced else compiled
     assert kernels.grid2d_eval is expected.grid2d_eval
     assert kernels.best_under_target is expected.best_under_target
+
+
+@needs_compiled
+def test_decode_grid_search_without_init_raises_kernel_error() -> None:
+    search = compiled.DecodeGridSearch.__new__(compiled.DecodeGridSearch)
+    with pytest.raises(KernelError, match="not initialised"):
+        search.best(0.0, 1.0)

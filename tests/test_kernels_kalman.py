@@ -281,3 +281,56 @@ def test_compiled_equals_reference(
         assert np.all(np.isfinite(a.level) & np.isfinite(a.trend))  # never a NaN state
         forecast = a.predict()
         assert np.all(np.isnan(forecast) | (forecast >= 0.0))
+
+
+# ---------------------------------------------------------------------------------------------
+# whole-bank updates: many series per call (the compiled update works in blocks of series)
+
+
+def _mixed_observations(rng: np.random.Generator, n: int, step: int) -> np.ndarray:
+    """Request rates with every special case mixed in: skips (NaN, +/-inf), zeros, values that
+    overflow a correction, and (on the first steps) series left unstarted."""
+    values = rng.uniform(0.0, 500.0, n) * (1 + 0.05 * step)
+    kind = rng.random(n)
+    values[kind < 0.03] = NAN
+    values[(kind >= 0.03) & (kind < 0.04)] = INF
+    values[(kind >= 0.04) & (kind < 0.05)] = -INF
+    values[(kind >= 0.05) & (kind < 0.06)] = 0.0
+    values[(kind >= 0.06) & (kind < 0.07)] = 1.7e308
+    values[(kind >= 0.07) & (kind < 0.08)] = -1.7e308
+    if step < 2:
+        values[: n // 10] = NAN  # some series start late
+    return values
+
+
+@needs_compiled
+@pytest.mark.parametrize("n", [1, 255, 256, 257, 515], ids=lambda n: f"n{n}")
+@pytest.mark.parametrize("log1p", [False, True], ids=["linear", "log1p"])
+@pytest.mark.parametrize("noises", [(0.1, 0.01, 1.0), (0.0, 0.0, 1.0), (0.0, 1e-12, 0.0)],
+                         ids=["default", "r-only", "s-can-be-zero"])
+def test_large_bank_compiled_equals_reference(
+    n: int, log1p: bool, noises: tuple[float, float, float]
+) -> None:
+    rng = np.random.default_rng([20240601, n])
+    a, b = CompiledBank(n, *noises, log1p=log1p), KalmanBankRef(n, *noises, log1p=log1p)
+    for step in range(6):
+        values = _mixed_observations(rng, n, step)
+        a.update(values)
+        b.update(values)
+        assert_same_state(a, b)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+@pytest.mark.parametrize("sign", [1.0, -1.0], ids=["positive", "negative"])
+def test_finite_state_whose_sum_overflows_is_kept(impl: type, sign: float) -> None:
+    bank = impl(1, 0.1, 0.01, 1.0)
+    for y in (0.0, sign * 1e308, sign * 1.7e308):
+        bank.update([y])
+    state = [float(getattr(bank, name)[0]) for name in STATE[:5]]
+    assert all(math.isfinite(v) for v in state)
+    assert math.isinf(state[0] + state[1])  # level + trend alone overflows
+    assert int(bank.count[0]) == 3  # kept as a correction, not a restart
+    ref = KalmanBankRef(1, 0.1, 0.01, 1.0)
+    for y in (0.0, sign * 1e308, sign * 1.7e308):
+        ref.update([y])
+    assert_same_state(bank, ref)

@@ -1,6 +1,7 @@
 # cython: language_level=3
 """Interpolation kernels: clamped monotone cubic Hermite (1-D), bilinear uniform grid (2-D),
-and the best-throughput-under-ITL row search.
+and the best-throughput-under-ITL row search (a function, and DecodeGridSearch, which checks
+its grids once for repeated searches).
 
 Semantics and input rules: sla_planner.kernels.interp_ref (the reference and the oracle). Each
 public function first runs a C-level predicate that accepts only inputs already satisfying the
@@ -25,6 +26,7 @@ __all__ = [
     "grid2d_eval",
     "grid2d_eval_scalar",
     "best_under_target",
+    "DecodeGridSearch",
 ]
 
 cdef object _F64_SCALAR = np.float64
@@ -267,6 +269,93 @@ def grid2d_eval(z, x_min, dx, y_min, dy, xq, yq):
     return out
 
 
+cdef object _search(const double* pi, const double* pt, Py_ssize_t nx, Py_ssize_t ny,
+                    double y0, double sy, double q, double target):
+    """best_under_target on validated C-contiguous grids pi / pt of shape (nx, ny).
+
+    No GIL release: the whole search takes less time than releasing and re-taking it.
+    """
+    cdef Py_ssize_t i, j, dj
+    cdef Py_ssize_t best_i = -1, low_i = -1
+    cdef double ty, w0, itl, itl1, thpt
+    cdef double best_thpt = NAN, best_itl = NAN, low_itl = NAN, low_thpt = NAN
+    cdef const double* a
+    cdef const double* b
+    if isnan(q) or isnan(target):
+        return (NAN, -1, NAN, False)
+    j = _cell(q, y0, sy, ny, &ty)
+    dj = 1 if j + 1 < ny else 0
+    w0 = 1 - ty
+    # pass 1: best throughput among points meeting the target (the common case ends here).
+    # Throughput is interpolated only where the ITL meets the target (NaN ITL never does).
+    # 1a: the first such point with a non-NaN throughput starts the search.
+    a = pi + j
+    b = pt + j
+    i = 0
+    while i < nx:
+        itl = a[0] * w0 + a[dj] * ty
+        if itl <= target:
+            thpt = b[0] * w0 + b[dj] * ty
+            if thpt == thpt:
+                best_i = i
+                best_thpt = thpt
+                best_itl = itl
+                break
+        i += 1
+        a += ny
+        b += ny
+    # 1b: later points replace it only with a strictly higher throughput (so ties keep the
+    # lowest index and a NaN throughput never wins); two rows per step for more overlap.
+    if best_i >= 0:
+        i += 1
+        a += ny
+        b += ny
+        while i + 1 < nx:
+            itl = a[0] * w0 + a[dj] * ty
+            itl1 = a[ny] * w0 + a[ny + dj] * ty
+            if itl <= target:
+                thpt = b[0] * w0 + b[dj] * ty
+                if thpt > best_thpt:
+                    best_i = i
+                    best_thpt = thpt
+                    best_itl = itl
+            if itl1 <= target:
+                thpt = b[ny] * w0 + b[ny + dj] * ty
+                if thpt > best_thpt:
+                    best_i = i + 1
+                    best_thpt = thpt
+                    best_itl = itl1
+            i += 2
+            a += 2 * ny
+            b += 2 * ny
+        if i < nx:
+            itl = a[0] * w0 + a[dj] * ty
+            if itl <= target:
+                thpt = b[0] * w0 + b[dj] * ty
+                if thpt > best_thpt:
+                    best_i = i
+                    best_thpt = thpt
+                    best_itl = itl
+    # pass 2, only when nothing meets the target: the lowest usable ITL
+    if best_i < 0:
+        a = pi + j
+        b = pt + j
+        for i in range(nx):
+            itl = a[0] * w0 + a[dj] * ty
+            thpt = b[0] * w0 + b[dj] * ty
+            a += ny
+            b += ny
+            if (itl == itl) & (thpt == thpt) & ((low_i < 0) | (itl < low_itl)):
+                low_i = i
+                low_itl = itl
+                low_thpt = thpt
+    if best_i >= 0:
+        return (best_thpt, best_i, best_itl, True)
+    if low_i >= 0:
+        return (low_thpt, low_i, low_itl, False)
+    return (NAN, -1, NAN, False)
+
+
 def best_under_target(z_itl, z_thpt, y_min, dy, yq, itl_target):
     """(throughput, x_index, itl, meets_target): best throughput at context yq with ITL <= target.
 
@@ -282,48 +371,47 @@ def best_under_target(z_itl, z_thpt, y_min, dy, yq, itl_target):
             "best_under_target", z_itl, z_thpt, y_min, dy)
     cdef double q = _real("best_under_target", "yq", yq)
     cdef double target = _real("best_under_target", "itl_target", itl_target)
-    cdef Py_ssize_t nx = _dim(z_itl, 0), ny = _dim(z_itl, 1), i, j, dj
-    cdef Py_ssize_t best_i = -1, low_i = -1
-    cdef double ty, w0, itl, thpt
-    cdef double best_thpt = NAN, best_itl = NAN, low_itl = NAN, low_thpt = NAN
-    cdef const double* pi = _data(z_itl)
-    cdef const double* pt = _data(z_thpt)
-    cdef const double* a
-    cdef const double* b
-    if isnan(q) or isnan(target):
-        return (NAN, -1, NAN, False)
-    with nogil:
-        j = _cell(q, y0, sy, ny, &ty)
-        dj = 1 if j + 1 < ny else 0
-        w0 = 1 - ty
-        # pass 1: best throughput among points meeting the target (the common case ends here).
-        # Non-short-circuit & and | leave one rarely mispredicted branch per row.
-        a = pi + j
-        b = pt + j
-        for i in range(nx):
-            itl = a[0] * w0 + a[dj] * ty
-            thpt = b[0] * w0 + b[dj] * ty
-            a += ny
-            b += ny
-            if (itl <= target) & (thpt == thpt) & ((best_i < 0) | (thpt > best_thpt)):
-                best_i = i
-                best_thpt = thpt
-                best_itl = itl
-        # pass 2, only when nothing meets the target: the lowest usable ITL
-        if best_i < 0:
-            a = pi + j
-            b = pt + j
-            for i in range(nx):
-                itl = a[0] * w0 + a[dj] * ty
-                thpt = b[0] * w0 + b[dj] * ty
-                a += ny
-                b += ny
-                if (itl == itl) & (thpt == thpt) & ((low_i < 0) | (itl < low_itl)):
-                    low_i = i
-                    low_itl = itl
-                    low_thpt = thpt
-    if best_i >= 0:
-        return (best_thpt, best_i, best_itl, True)
-    if low_i >= 0:
-        return (low_thpt, low_i, low_itl, False)
-    return (NAN, -1, NAN, False)
+    return _search(_data(z_itl), _data(z_thpt), _dim(z_itl, 0), _dim(z_itl, 1), y0, sy, q,
+                   target)
+
+
+cdef class DecodeGridSearch:
+    """best_under_target on one ITL / throughput grid pair validated (and copied) once.
+
+    best(yq, itl_target) equals best_under_target(z_itl, z_thpt, y_min, dy, yq, itl_target) on
+    the grids as they were at construction, without re-checking them on every call.
+    """
+
+    cdef object _grids  # (z_itl, z_thpt): private C-contiguous float64 copies
+    cdef const double* _pi
+    cdef const double* _pt
+    cdef Py_ssize_t _nx, _ny
+    cdef double _y0, _sy
+
+    def __cinit__(self):
+        self._grids = None
+        self._pi = NULL
+        self._pt = NULL
+        self._nx = 0
+        self._ny = 0
+
+    def __init__(self, z_itl, z_thpt, y_min, dy):
+        za, zb, y0, sy = _ref().check_grid_pair("DecodeGridSearch", z_itl, z_thpt, y_min, dy)
+        za = np.array(za, dtype=np.float64, order="C")
+        zb = np.array(zb, dtype=np.float64, order="C")
+        self._grids = (za, zb)
+        self._pi = _data(za)
+        self._pt = _data(zb)
+        self._nx = _dim(za, 0)
+        self._ny = _dim(za, 1)
+        self._y0 = y0
+        self._sy = sy
+
+    def best(self, yq, itl_target):
+        """(throughput, x_index, itl, meets_target) at context yq; as best_under_target."""
+        if self._grids is None:  # constructed without __init__
+            from sla_planner.errors import KernelError
+            raise KernelError("DecodeGridSearch.best: the search was not initialised")
+        cdef double q = _real("DecodeGridSearch.best", "yq", yq)
+        cdef double target = _real("DecodeGridSearch.best", "itl_target", itl_target)
+        return _search(self._pi, self._pt, self._nx, self._ny, self._y0, self._sy, q, target)

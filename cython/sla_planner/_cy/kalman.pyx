@@ -122,6 +122,100 @@ cdef inline void _fold(_State* s, Py_ssize_t k, double y) noexcept nogil:
         _start(s, k, y)  # overflow: restart from this observation
 
 
+cdef enum:
+    _BLOCK = 256  # series per block of _update_all: its scratch stays in L1
+
+
+cdef void _update_all(_State* s, const double* ys, Py_ssize_t n,
+                      bint use_log) noexcept nogil:
+    """update(): fold ys[k] into series k for every k, in blocks of series.
+
+    With use_log, pass 0 maps each finite y to log1p(max(y, 0)) (a non-finite y stays as it
+    is, so it is still skipped). Pass 1 computes every series' predict / correct as if it were
+    the common case (started, S > 0, finite result), with the same operations in the same
+    order as _fold, into scratch: no branch and no store to the state, so the compiler
+    vectorises it. Pass 2 keeps the results of the common case and sends every other series
+    (skipped, first, S = 0, overflow) through _fold, which reads the state pass 1 left
+    untouched.
+    """
+    cdef double t_nl[_BLOCK]
+    cdef double t_nt[_BLOCK]
+    cdef double t_n00[_BLOCK]
+    cdef double t_n01[_BLOCK]
+    cdef double t_n11[_BLOCK]
+    cdef double t_sv[_BLOCK]
+    cdef double t_sum[_BLOCK]
+    cdef double t_y[_BLOCK]
+    cdef Py_ssize_t start = 0, k, m, i
+    cdef double y, tr, c00, c01, c11, lv, a00, a01, a11, sv, inv_s, k0, k1, innov
+    cdef double nl, nt, n00, n01, n11
+    cdef double q_level = s.q_level, q_trend = s.q_trend, r = s.r
+    cdef const double* level
+    cdef const double* trend
+    cdef const double* p00
+    cdef const double* p01
+    cdef const double* p11
+    cdef const double* yb
+    while start < n:
+        m = n - start if n - start < _BLOCK else _BLOCK
+        level = s.level + start
+        trend = s.trend + start
+        p00 = s.p00 + start
+        p01 = s.p01 + start
+        p11 = s.p11 + start
+        yb = ys + start
+        if use_log:
+            for i in range(m):
+                y = yb[i]
+                t_y[i] = log1p(y if y > 0.0 else 0.0) if isfinite(y) else y
+            yb = t_y
+        for i in range(m):
+            tr = trend[i]
+            c00 = p00[i]
+            c01 = p01[i]
+            c11 = p11[i]
+            # predict
+            lv = level[i] + tr
+            a00 = c00 + 2 * c01 + c11 + q_level
+            a01 = c01 + c11
+            a11 = c11 + q_trend
+            # correct
+            sv = a00 + r
+            inv_s = 1.0 / sv
+            k0 = a00 * inv_s
+            k1 = a01 * inv_s
+            innov = yb[i] - lv
+            nl = lv + k0 * innov
+            nt = tr + k1 * innov
+            n00 = (1 - k0) * a00
+            n01 = (1 - k0) * a01
+            n11 = a11 - k1 * a01
+            t_nl[i] = nl
+            t_nt[i] = nt
+            t_n00[i] = n00
+            t_n01[i] = n01
+            t_n11[i] = n11
+            t_sv[i] = sv
+            # finite only if all five are (an inf or NaN term makes the sum inf or NaN); a
+            # finite set whose sum overflows merely takes the exact path in pass 2
+            t_sum[i] = (nl + nt) + (n00 + n01) + n11
+        for i in range(m):
+            k = start + i
+            # a non-finite y makes the innovation, hence nl, non-finite when S > 0
+            if (s.count[k] > 0) & (t_sv[i] > 0.0) & isfinite(t_sum[i]):
+                s.level[k] = t_nl[i]
+                s.trend[k] = t_nt[i]
+                s.p00[k] = t_n00[i]
+                s.p01[k] = t_n01[i]
+                s.p11[k] = t_n11[i]
+                s.count[k] += 1
+            else:
+                y = yb[i]
+                if isfinite(y):
+                    _fold(s, k, y)
+        start += m
+
+
 cdef inline double _forecast(const _State* s, Py_ssize_t k, bint use_log) noexcept nogil:
     cdef double f
     if s.count[k] == 0:
@@ -236,21 +330,10 @@ cdef class KalmanBank:
         if not _is_f64_vector(values, self._n):
             values = _ref().as_observations(values, self._n)
         cdef const double* ys = <const double*>cnp.PyArray_DATA(<cnp.ndarray>values)
-        cdef Py_ssize_t k, n = self._n
-        cdef double y
+        cdef Py_ssize_t n = self._n
         cdef bint use_log = self._log1p
-        cdef _State* s = &self._s
         with nogil:
-            if use_log:
-                for k in range(n):
-                    y = ys[k]
-                    if isfinite(y):
-                        _fold(s, k, log1p(y if y > 0.0 else 0.0))
-            else:
-                for k in range(n):
-                    y = ys[k]
-                    if isfinite(y):
-                        _fold(s, k, y)
+            _update_all(&self._s, ys, n, use_log)
 
     def update_one(self, i, value):
         """Fold one observation into series i (a non-finite value is skipped)."""

@@ -6,6 +6,7 @@ raises sla_planner.errors.KernelError for bad input.
 
 import numpy as np
 import numpy.typing as npt
+from typing_extensions import disjoint_base
 
 __all__ = [
     "hermite_eval",
@@ -13,6 +14,7 @@ __all__ = [
     "grid2d_eval",
     "grid2d_eval_scalar",
     "best_under_target",
+    "DecodeGridSearch",
 ]
 
 def hermite_eval_scalar(
@@ -55,3 +57,17 @@ def best_under_target(
     meets_target False; points with NaN ITL or throughput are skipped; no usable point, or a
     NaN yq / itl_target, gives (nan, -1, nan, False).
     """
+
+@disjoint_base
+class DecodeGridSearch:
+    """best_under_target on one ITL / throughput grid pair validated (and copied) once.
+
+    best(yq, itl_target) equals best_under_target(z_itl, z_thpt, y_min, dy, yq, itl_target) on
+    the grids as they were at construction, without re-checking them on every call.
+    """
+
+    def __init__(
+        self, z_itl: npt.ArrayLike, z_thpt: npt.ArrayLike, y_min: float, dy: float
+    ) -> None: ...
+    def best(self, yq: float, itl_target: float) -> tuple[float, int, float, bool]:
+        """(throughput, x_index, itl, meets_target) at context yq; as best_under_target."""

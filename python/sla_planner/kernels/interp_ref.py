@@ -38,6 +38,7 @@ __all__ = [
     "grid2d_eval",
     "grid2d_eval_scalar",
     "best_under_target",
+    "DecodeGridSearch",
     "as_real",
     "as_array",
     "check_curve",
@@ -352,6 +353,39 @@ def best_under_target(
     """
     func = "best_under_target"
     za, zb, y0, sy = check_grid_pair(func, z_itl, z_thpt, y_min, dy)
+    return _best(func, za, zb, y0, sy, yq, itl_target)
+
+
+class DecodeGridSearch:
+    """:func:`best_under_target` on one ITL / throughput grid pair validated (and copied) once.
+
+    ``best(yq, itl_target)`` equals ``best_under_target(z_itl, z_thpt, y_min, dy, yq,
+    itl_target)`` on the grids as they were at construction.
+    """
+
+    __slots__ = ("_z_itl", "_z_thpt", "_y_min", "_dy")
+
+    def __init__(
+        self, z_itl: npt.ArrayLike, z_thpt: npt.ArrayLike, y_min: float, dy: float
+    ) -> None:
+        za, zb, self._y_min, self._dy = check_grid_pair(
+            "DecodeGridSearch", z_itl, z_thpt, y_min, dy
+        )
+        self._z_itl: F64 = np.array(za, dtype=np.float64, order="C")  # own copies
+        self._z_thpt: F64 = np.array(zb, dtype=np.float64, order="C")
+
+    def best(self, yq: float, itl_target: float) -> tuple[float, int, float, bool]:
+        """(throughput, x_index, itl, meets_target) at context ``yq``; as best_under_target."""
+        return _best(
+            "DecodeGridSearch.best", self._z_itl, self._z_thpt, self._y_min, self._dy, yq,
+            itl_target,
+        )
+
+
+def _best(
+    func: str, za: F64, zb: F64, y0: float, sy: float, yq: object, itl_target: object
+) -> tuple[float, int, float, bool]:
+    """The search of :func:`best_under_target` on validated grids."""
     yf = as_real(func, "yq", yq)
     target = as_real(func, "itl_target", itl_target)
     none = (float("nan"), -1, float("nan"), False)
