@@ -124,7 +124,7 @@ def _references() -> bench.Kernels:
     return bench.Kernels(
         FpmIngestor=FpmIngestorRef, SlidingRegression=SlidingRegressionRef, KalmanBank=KalmanBankRef,
         grid2d_eval=interp_ref.grid2d_eval, grid2d_eval_scalar=interp_ref.grid2d_eval_scalar,
-        best_under_target=interp_ref.best_under_target,
+        best_under_target=interp_ref.best_under_target, DecodeGridSearch=interp_ref.DecodeGridSearch,
     )
 
 

@@ -84,6 +84,7 @@ class Kernels:
     grid2d_eval: Callable[..., Any]
     grid2d_eval_scalar: Callable[..., Any]
     best_under_target: Callable[..., Any]
+    DecodeGridSearch: Any
 
 
 def compiled_kernels() -> Kernels:
@@ -93,6 +94,7 @@ def compiled_kernels() -> Kernels:
     return Kernels(
         FpmIngestor=k.FpmIngestor, SlidingRegression=k.SlidingRegression, KalmanBank=k.KalmanBank,
         grid2d_eval=k.grid2d_eval, grid2d_eval_scalar=k.grid2d_eval_scalar, best_under_target=k.best_under_target,
+        DecodeGridSearch=k.DecodeGridSearch,
     )
 
 

@@ -292,12 +292,16 @@ def _interp_2d_single(k: Kernels, s: BenchSizes) -> Measurement:
 
 
 def _best_throughput(k: Kernels, s: BenchSizes) -> Measurement:
+    """The planner's path: a DecodeGridSearch built once per profile, queried per decision."""
     itl, thpt, _, _, y0, dy = _decode_grid()
     args = (itl, thpt, y0, dy, 3210.5, 25.0)  # reachable ITL target: the common case
+    search, ref = k.DecodeGridSearch(itl, thpt, y0, dy), interp_ref.DecodeGridSearch(itl, thpt, y0, dy)
     check_equal("best_throughput", "best_under_target", list(k.best_under_target(*args)),
                 list(interp_ref.best_under_target(*args)))
-    return Measurement(best_seconds(lambda: k.best_under_target(*args), s.repeat, s.scalar_calls) * 1e9,
-                       best_seconds(lambda: interp_ref.best_under_target(*args), s.repeat,
+    check_equal("best_throughput", "DecodeGridSearch.best", list(search.best(3210.5, 25.0)),
+                list(ref.best(3210.5, 25.0)))
+    return Measurement(best_seconds(lambda: search.best(3210.5, 25.0), s.repeat, s.scalar_calls) * 1e9,
+                       best_seconds(lambda: ref.best(3210.5, 25.0), s.repeat,
                                     max(1, s.scalar_calls // 10)) * 1e9)
 
 

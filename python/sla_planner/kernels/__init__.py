@@ -21,6 +21,7 @@ __all__ = [
     "grid2d_eval",
     "grid2d_eval_scalar",
     "best_under_target",
+    "DecodeGridSearch",
     # load forecasting
     "KalmanBank",
     "KalmanBankRef",
@@ -39,6 +40,7 @@ if USING_EXTENSIONS:
     grid2d_eval = _interp.grid2d_eval
     grid2d_eval_scalar = _interp.grid2d_eval_scalar
     best_under_target = _interp.best_under_target
+    DecodeGridSearch = _interp.DecodeGridSearch
 else:
     KalmanBank = KalmanBankRef  # type: ignore[misc,assignment]
     hermite_eval = interp_ref.hermite_eval
@@ -46,6 +48,7 @@ else:
     grid2d_eval = interp_ref.grid2d_eval
     grid2d_eval_scalar = interp_ref.grid2d_eval_scalar
     best_under_target = interp_ref.best_under_target
+    DecodeGridSearch = interp_ref.DecodeGridSearch  # type: ignore[misc,assignment]
 
 # --- FPM codec, engine table and sliding-window regression: Rust `_native` or the references ---
 # (the Rust part; same USING_EXTENSIONS switch as above)

@@ -71,6 +71,7 @@ class DecodeModel:
         "_kv_step",
         "_ctx_min",
         "_ctx_step",
+        "_search",
     )
 
     def __init__(
@@ -148,6 +149,9 @@ class DecodeModel:
                 )
         self._itl_grid = _frozen(itl.reshape(gx.shape))
         self._thpt_grid = _frozen(thpt)
+        self._search = kernels.DecodeGridSearch(
+            self._itl_grid, self._thpt_grid, self._ctx_min, self._ctx_step
+        )
 
     @property
     def data(self) -> DecodeData:
@@ -235,10 +239,7 @@ class DecodeModel:
         When no profiled KV usage meets the target, the lowest-ITL point is returned with
         ``meets_target`` False. A NaN argument gives NaN fields and ``meets_target`` False.
         """
-        thpt, index, itl, meets = kernels.best_under_target(
-            self._itl_grid, self._thpt_grid, self._ctx_min, self._ctx_step,
-            float(context_length), float(itl_target_ms),
-        )
+        thpt, index, itl, meets = self._search.best(float(context_length), float(itl_target_ms))
         kv = float(self._kv_grid[index]) if index >= 0 else math.nan
         return DecodeOperatingPoint(
             thpt_per_gpu=float(thpt), kv_usage=kv, itl_ms=float(itl), meets_target=bool(meets)
