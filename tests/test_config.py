@@ -317,6 +317,13 @@ def test_easy_targets_force_load_scaling_and_warn(
     assert not any("ignores ttft" in message for message in messages)
 
 
+def test_default_config_resolves_modes_without_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="sla_planner.config"):
+        config = PlannerConfig()
+    assert (config.enable_load_scaling, config.enable_throughput_scaling) == (True, False)
+    assert caplog.records == []
+
+
 def test_easy_target_warns_that_sla_targets_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="sla_planner.config"):
         PlannerConfig(optimization_target="latency", itl=20.0)

@@ -368,7 +368,11 @@ class PlannerConfig(BaseModel):
     def _force_load_scaling(self) -> None:
         target = self.optimization_target
         if self.enable_throughput_scaling or not self.enable_load_scaling:
-            logger.warning(
+            # A warning when the user asked for the modes being overridden; the defaults
+            # themselves are simply resolved (every default-config run would warn otherwise).
+            chosen = self.model_fields_set & {"enable_throughput_scaling", "enable_load_scaling"}
+            log = logger.warning if chosen else logger.info
+            log(
                 "optimization_target=%r uses static load thresholds: forcing "
                 "enable_load_scaling=True and enable_throughput_scaling=False",
                 target,
