@@ -26,6 +26,7 @@ cython_extensions = [
     Extension(
         f"sla_planner._cy.{name}",
         [os.path.join(_CY_SRC, f"{name}.pyx")],
+        depends=[os.path.join(_CY_SRC, "_scalars.pxi")],
         include_dirs=[np.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=["-O3"],

@@ -14,8 +14,6 @@ so they only ever see validated inputs.
 import numpy as np
 
 cimport numpy as cnp
-from cpython.float cimport PyFloat_AS_DOUBLE
-from cpython.long cimport PyLong_AsDouble
 from libc.math cimport INFINITY, NAN, isfinite, isnan
 
 cnp.import_array()
@@ -29,7 +27,6 @@ __all__ = [
     "DecodeGridSearch",
 ]
 
-cdef object _F64_SCALAR = np.float64
 cdef object _REF = None
 
 
@@ -46,18 +43,7 @@ cdef object _ref():
 # ---------------------------------------------------------------------------------------------
 # fast acceptance predicates (never raise; False means "let the reference decide")
 
-cdef inline bint _as_double(object v, double* out) noexcept:
-    """Store v as a double if it is a float, numpy float64 or int that fits; else False."""
-    if type(v) is float or type(v) is _F64_SCALAR:
-        out[0] = PyFloat_AS_DOUBLE(v)
-        return True
-    if type(v) is int:
-        try:
-            out[0] = PyLong_AsDouble(v)
-        except OverflowError:
-            return False
-        return True
-    return False
+include "_scalars.pxi"
 
 
 cdef inline bint _is_f64_c(object a, int ndim) noexcept:

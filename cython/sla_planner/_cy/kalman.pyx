@@ -10,8 +10,7 @@ KernelError or return converted values.
 import numpy as np
 
 cimport numpy as cnp
-from cpython.float cimport PyFloat_AS_DOUBLE
-from cpython.long cimport PyLong_AsDouble, PyLong_AsSsize_t
+from cpython.long cimport PyLong_AsSsize_t
 from libc.math cimport NAN, expm1, isfinite, log1p
 from libc.stdint cimport int64_t
 
@@ -19,7 +18,6 @@ cnp.import_array()
 
 __all__ = ["KalmanBank"]
 
-cdef object _F64_SCALAR = np.float64
 cdef object _REF = None
 
 
@@ -33,18 +31,7 @@ cdef object _ref():
     return _REF
 
 
-cdef inline bint _as_double(object v, double* out) noexcept:
-    """Store v as a double if it is a float, numpy float64 or int that fits; else False."""
-    if type(v) is float or type(v) is _F64_SCALAR:
-        out[0] = PyFloat_AS_DOUBLE(v)
-        return True
-    if type(v) is int:
-        try:
-            out[0] = PyLong_AsDouble(v)
-        except OverflowError:
-            return False
-        return True
-    return False
+include "_scalars.pxi"
 
 
 cdef inline bint _is_f64_vector(object a, Py_ssize_t n) noexcept:
