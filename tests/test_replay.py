@@ -156,3 +156,17 @@ def test_load_loop_in_replay_scales_up_on_a_burst_and_down_after_patience(models
         if r == "scale_down":
             assert i >= 3
     assert max(t["replicas"]["prefill"] + t["replicas"]["decode"] for t in load_ticks) > 2
+
+
+@pytest.mark.parametrize(
+    "flag,needle",
+    [("--sim-time-scale=0", "time_scale=0.0 must be finite and > 0"),
+     ("--max-num-seqs=0", "max_num_seqs=0 must be >= 1"),
+     ("--max-num-batched-tokens=0", "max_num_batched_tokens=0 must be >= 1")],
+)
+def test_cli_replay_bad_simulator_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, needle: str) -> None:
+    trace = tmp_path / "t.jsonl"
+    trace.write_text(json.dumps({"timestamp": 0, "input_length": 10, "output_length": 2}) + "\n")
+    assert main(["replay", "--trace", str(trace), "--profile-results-dir", "builtin:example",
+                 "--optimization-target", "sla", "--policy", "static:1,1", "--no-report", flag]) == 2
+    assert needle in capsys.readouterr().err

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import kernels
+from ..errors import ConfigError
 from ..types import Pool
 from . import _kernel as K
 
@@ -61,7 +62,19 @@ class SimSettings:
         }
         bad = [name for name, ok in checks.items() if not ok]
         if bad:
-            raise ValueError(f"invalid simulator settings: {', '.join(bad)} ({self})")
+            rules = {
+                "mode": "'disagg' or 'agg'",
+                "startup_delay_max_s": "finite and >= startup_delay_s",
+                "transfer_s": "finite and >= 0",
+                "startup_delay_s": "finite and >= 0",
+            }
+
+            def rule(name: str) -> str:
+                default = "finite and > 0" if isinstance(getattr(self, name), float) else ">= 1"
+                return rules.get(name, default)
+
+            detail = "; ".join(f"{name}={getattr(self, name)!r} must be {rule(name)}" for name in bad)
+            raise ConfigError(f"invalid simulator settings: {detail}")
 
     def pools(self) -> tuple[Pool, ...]:
         """Pools of this mode."""
