@@ -18,7 +18,7 @@ from sla_planner.perf import load_profile
 from sla_planner.predict import predictors_from_config
 from sla_planner.replay import ReplayOptions, run_replay
 from sla_planner.sim.cluster import SimCluster, SimPerf, SimSettings
-from sla_planner.sim.trace_open import open_trace
+from sla_planner.traces.open import open_trace
 from sla_planner.types import Pool
 
 TRACE = str(resources.files("sla_planner") / "data" / "traces" / "mooncake_conversation.jsonl.gz")

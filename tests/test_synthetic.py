@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from sla_planner.errors import ConfigError
-from sla_planner.sim.synthetic import (
+from sla_planner.traces.synthetic import (
     LengthDist,
     bursts,
     diurnal,
@@ -18,7 +18,7 @@ from sla_planner.sim.synthetic import (
     poisson,
     ramp,
 )
-from sla_planner.sim.trace import TraceRequest
+from sla_planner.traces.mooncake import TraceRequest
 
 BURSTS = (
     "synthetic:bursts?base_rps=2&burst_rps=12&burst_every_s=600&burst_len_s=120"

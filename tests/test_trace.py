@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from sla_planner.errors import TraceFormatError
-from sla_planner.sim.trace import (
+from sla_planner.traces.mooncake import (
     MAX_BAD_EXAMPLES,
     TraceRequest,
     TraceStats,

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from sla_planner.errors import ConfigError, TraceFormatError
-from sla_planner.sim.trace import TraceStats
-from sla_planner.sim.trace_csv import CsvColumns, read_csv_trace
+from sla_planner.traces.mooncake import TraceStats
+from sla_planner.traces.csv_trace import CsvColumns, read_csv_trace
 
 AZURE = (
     "TIMESTAMP,ContextTokens,GeneratedTokens\n"

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from sla_planner.errors import ConfigError, TraceFormatError
-from sla_planner.sim.trace import TraceRequest, TraceStats
-from sla_planner.sim.trace_csv import CsvColumns
-from sla_planner.sim.trace_open import is_csv_spec, open_trace
-from sla_planner.sim.trace_transform import limit, rate_scale, time_scale
+from sla_planner.traces.mooncake import TraceRequest, TraceStats
+from sla_planner.traces.csv_trace import CsvColumns
+from sla_planner.traces.open import is_csv_spec, open_trace
+from sla_planner.traces.transform import limit, rate_scale, time_scale
 
 
 def _requests(n: int, gap_s: float = 1.0) -> list[TraceRequest]:

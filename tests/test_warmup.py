@@ -18,7 +18,7 @@ from sla_planner.predict import (
     warmup_series,
 )
 from sla_planner.predict import warmup as warmup_module
-from sla_planner.sim.trace import TraceStats
+from sla_planner.traces.mooncake import TraceStats
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 

@@ -19,7 +19,7 @@ import os
 from typing import NamedTuple
 
 from ..errors import PredictorError, TraceFormatError
-from ..sim.trace import TraceStats, iter_trace_paths, read_trace
+from ..traces.mooncake import TraceStats, iter_trace_paths, read_trace
 from .bundle import LoadPredictors
 
 __all__ = ["TrafficBucket", "MAX_WARMUP_BUCKETS", "warmup_series", "warm_up"]

@@ -33,8 +33,8 @@ from ..errors import ConfigError
 from ..kernels.fpm_ref import MAX_WORKER_ID_BYTES
 from ..sim import _kernel as K
 from ..sim.cluster import SimCluster, SimPerf, SimSettings, warm_up
-from ..sim.synthetic import DEFAULT_ISL, DEFAULT_OSL, LengthDist
-from ..sim.trace import TraceRequest
+from ..traces.synthetic import DEFAULT_ISL, DEFAULT_OSL, LengthDist
+from ..traces.mooncake import TraceRequest
 from ..types import Pool
 from .discovery import ROLES
 
@@ -97,7 +97,7 @@ def open_load(spec: str, seed: int = 0) -> Iterator[TraceRequest]:
         raise ConfigError(f"load spec must be a non-empty string, got {spec!r}")
     if spec.startswith(CONSTANT_PREFIX):
         return _constant_load(spec)
-    from ..sim.trace_open import open_trace
+    from ..traces.open import open_trace
 
     return open_trace(spec, seed=seed)
 

@@ -34,7 +34,7 @@ from typing import Literal
 import numpy as np
 
 from ..errors import ConfigError
-from .trace import TraceRequest
+from .mooncake import TraceRequest
 
 __all__ = [
     "LengthDist",

@@ -25,9 +25,9 @@ from typing import Literal
 
 from ..errors import TraceFormatError
 from .synthetic import SYNTHETIC_PREFIX, open_synthetic
-from .trace import TraceRequest, TraceStats, iter_trace, iter_trace_paths
-from . import trace_transform
-from .trace_csv import CsvColumns, check_csv_options, read_csv_trace
+from .mooncake import TraceRequest, TraceStats, iter_trace, iter_trace_paths
+from . import transform as trace_transform
+from .csv_trace import CsvColumns, check_csv_options, read_csv_trace
 
 __all__ = ["open_trace", "is_csv_spec"]
 

@@ -9,8 +9,8 @@ import sys
 import time
 from typing import Any
 
-from .cli import _positive_float as _seconds
-from .errors import ConfigError, SlaPlannerError
+from ._common import positive_float as _seconds
+from ..errors import ConfigError, SlaPlannerError
 
 __all__ = ["add_fpm_parsers", "engines_from_snapshot"]
 
@@ -92,7 +92,7 @@ def add_fpm_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 # ----------------------------------------------------------------------------- fpm-watch
 def _latest(snap: dict[str, Any], i: int) -> dict[str, Any]:
-    from .kernels.fpm_ref import FPM_SCHEMA_VERSION, QUEUED_FIELDS, SCHEDULED_FIELDS
+    from ..kernels.fpm_ref import FPM_SCHEMA_VERSION, QUEUED_FIELDS, SCHEDULED_FIELDS
 
     def pick(prefix: str, fields: tuple[tuple[str, bool], ...]) -> dict[str, Any]:
         return {name: snap[f"{prefix}_{name}"][i].item() for name, _ in fields}
@@ -128,7 +128,7 @@ def engines_from_snapshot(snap: dict[str, Any], now_s: float) -> list[dict[str, 
 
 
 def _discovery(ns: argparse.Namespace) -> Any:
-    from .signals.discovery import FileDiscovery, MergedDiscovery, StaticDiscovery, parse_endpoint_list
+    from ..signals.discovery import FileDiscovery, MergedDiscovery, StaticDiscovery, parse_endpoint_list
 
     sources: list[Any] = []
     if ns.endpoints:
@@ -148,8 +148,8 @@ def _discovery(ns: argparse.Namespace) -> Any:
 
 
 def _run_fpm_watch(ns: argparse.Namespace) -> int:
-    from . import kernels
-    from .signals.fpm_subscriber import FpmSubscriber
+    from .. import kernels
+    from ..signals.fpm_subscriber import FpmSubscriber
 
     discovery = _discovery(ns)
     ingestor = kernels.FpmIngestor(history_len=1, stale_after_s=ns.stale_after)
@@ -208,9 +208,9 @@ def _format_watch(r: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- mock-engine
 def _run_mock_engine(ns: argparse.Namespace) -> int:
-    from .perf import load_profile
-    from .signals.mock_engine import MockEngine
-    from .sim.cluster import SimPerf
+    from ..perf import load_profile
+    from ..signals.mock_engine import MockEngine
+    from ..sim.cluster import SimPerf
 
     models = load_profile(ns.profile_results_dir, need_prefill=True, need_decode=True)
     perf = SimPerf.from_models(models.prefill, models.decode)

@@ -29,10 +29,10 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
 
 
 def _run_bench(ns: argparse.Namespace) -> int:
-    from .bench import FULL, QUICK, compiled_kernels, format_table, run_cases, selects
-    from .bench_cases import CASES, engine_batch
-    from .errors import ConfigError
-    from .kernels import USING_EXTENSIONS
+    from ..bench import FULL, QUICK, compiled_kernels, format_table, run_cases, selects
+    from ..bench_cases import CASES, engine_batch
+    from ..errors import ConfigError
+    from ..kernels import USING_EXTENSIONS
 
     known = [c.name for c in CASES]
     unknown = [p for p in ns.only if not any(selects(p, name) for name in known)]

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta, timezone
 from typing import IO, Literal, cast
 
 from ..errors import ConfigError, TraceFormatError
-from .trace import TraceRequest, TraceStats
+from .mooncake import TraceRequest, TraceStats
 
 __all__ = [
     "CsvColumns",

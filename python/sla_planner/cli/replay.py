@@ -10,8 +10,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError, SlaPlannerError
-from .types import Pool
+from ..errors import ConfigError, SlaPlannerError
+from ..types import Pool
 
 __all__ = ["add_replay_parsers", "make_policy", "parse_replicas", "BUNDLED_TRACE"]
 
@@ -46,8 +46,8 @@ def _sim_pools(mode: str) -> tuple[Pool, ...]:
 
 def make_policy(spec: str, cfg: Any, models: Any, capabilities: Any = None) -> Any:
     """`planner`, `static:P,D` / `static:N`, or `python:module:Class` (constructed with the config)."""
-    from .core.planner import PlannerCore, StaticPolicy
-    from .predict import predictors_from_config
+    from ..core.planner import PlannerCore, StaticPolicy
+    from ..predict import predictors_from_config
 
     pools = _sim_pools(cfg.mode)
     if spec == "planner":
@@ -70,7 +70,7 @@ def make_policy(spec: str, cfg: Any, models: Any, capabilities: Any = None) -> A
 
 
 def _open_requests(ns: argparse.Namespace, stats: Any) -> Any:
-    from .sim.trace_open import open_trace
+    from ..traces.open import open_trace
 
     spec = ns.trace
     if spec == BUNDLED_TRACE:
@@ -86,11 +86,11 @@ def _open_requests(ns: argparse.Namespace, stats: Any) -> Any:
 
 
 def _run(ns: argparse.Namespace, cfg: Any) -> dict[str, Any]:
-    from .cli import _load_models
-    from .perf import load_profile
-    from .replay import ReplayOptions, run_replay
-    from .sim.cluster import SimCluster, SimPerf, SimSettings
-    from .sim.trace import TraceStats
+    from ._common import load_models as _load_models
+    from ..perf import load_profile
+    from ..replay import ReplayOptions, run_replay
+    from ..sim.cluster import SimCluster, SimPerf, SimSettings
+    from ..traces.mooncake import TraceStats
 
     pools = _sim_pools(cfg.mode)
     models = _load_models(cfg)
@@ -111,7 +111,7 @@ def _run(ns: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         decode_engine_num_gpu=cfg.decode_engine_num_gpu,
         seed=ns.seed,
     )
-    from .core.load import EngineCapabilities
+    from ..core.load import EngineCapabilities
 
     caps = EngineCapabilities(
         max_num_batched_tokens=ns.max_num_batched_tokens,
@@ -145,7 +145,7 @@ def _run(ns: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     if out_dir is not None:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         if not ns.no_report:
-            from .observe.report import write_report
+            from ..observe.report import write_report
 
             record = dict(result.report_record)
             record["summary"] = summary
@@ -192,7 +192,7 @@ def format_summaries(summaries: list[dict[str, Any]]) -> str:
 
 
 def _run_replay(ns: argparse.Namespace) -> int:
-    from .config import config_from_args
+    from ..config import config_from_args
 
     cfg = config_from_args(ns)
     summary = _run(ns, cfg)
@@ -206,7 +206,7 @@ def _run_replay(ns: argparse.Namespace) -> int:
 
 
 def _run_demo(ns: argparse.Namespace) -> int:
-    from .config import config_from_args
+    from ..config import config_from_args
 
     cfg = config_from_args(ns)
     out = Path(ns.out or "sla-planner-demo")
@@ -234,7 +234,8 @@ def _run_demo(ns: argparse.Namespace) -> int:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    from .cli import _count, _positive_float
+    from ._common import count as _count
+    from ._common import positive_float as _positive_float
 
     p.add_argument("--out", default=None, help="write summary.json, decisions.jsonl, requests.csv and report.html here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -265,7 +266,7 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def add_replay_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register `replay` and `demo`."""
-    from .config import add_config_arguments
+    from ..config import add_config_arguments
 
     p = sub.add_parser("replay", help="replay a trace through a simulated cluster with a policy in the loop")
     p.add_argument("--trace", required=True,

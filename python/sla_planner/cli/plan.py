@@ -1,45 +1,22 @@
-"""The `sla-planner` command: one subcommand per job, config flags shared by all of them."""
+"""`sla-planner plan`: throughput-based sizing for one traffic forecast."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import math
-import sys
-from collections.abc import Sequence
 from typing import Any
 
-from . import __version__
-from .errors import SlaPlannerError
+from ..errors import SlaPlannerError
+from ._common import count as _count
+from ._common import load_models as _load_models
+from ._common import positive_float as _positive_float
 
-__all__ = ["main", "build_parser"]
-
-log = logging.getLogger("sla_planner")
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+__all__ = ["add_plan_parser"]
 
 
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
-
-
-def _add_plan(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from .config import add_config_arguments
+def add_plan_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """Register ``plan``."""
+    from ..config import add_config_arguments
 
     p = sub.add_parser(
         "plan",
@@ -66,61 +43,10 @@ def _add_plan(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg
     p.set_defaults(func=_run_plan)
 
 
-def _add_validate(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from .config import add_config_arguments
-
-    p = sub.add_parser(
-        "validate",
-        help="check a config (and its profiling data) and exit 0, or 2 with the errors",
-    )
-    add_config_arguments(p)
-    p.set_defaults(func=_run_validate)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="sla-planner",
-        description="SLA-driven autoscaler for LLM inference (prefill / decode / aggregated pools).",
-    )
-    parser.add_argument("--version", action="version", version=f"sla-planner {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
-    _add_plan(sub)
-    _add_validate(sub)
-    from .cli_replay import add_replay_parsers
-
-    add_replay_parsers(sub)
-    from .cli_fpm import add_fpm_parsers
-
-    add_fpm_parsers(sub)
-    from .cli_bench import add_bench_parser
-
-    add_bench_parser(sub)
-    return parser
-
-
-def _load_models(cfg: Any) -> Any:
-    from .perf import load_profile
-
-    if cfg.profile_results_dir is None:
-        raise SlaPlannerError(
-            "profile_results_dir is not set: pass --profile-results-dir DIR "
-            "(or builtin:example for the profile bundled with sla-planner)"
-        )
-    pools = set(cfg.pools())
-    return load_profile(
-        cfg.profile_results_dir,
-        need_prefill=bool(pools & {"prefill", "agg"}),
-        need_decode=bool(pools & {"decode", "agg"}),
-    )
-
-
 def _run_plan(ns: argparse.Namespace) -> int:
-    from .config import config_from_args
-    from .core.throughput import ThroughputSettings, plan_throughput
-    from .types import ObservedTraffic, TrafficForecast
+    from ..config import config_from_args
+    from ..core.throughput import ThroughputSettings, plan_throughput
+    from ..types import ObservedTraffic, TrafficForecast
 
     cfg = config_from_args(ns)
     models = _load_models(cfg)
@@ -187,32 +113,3 @@ def _format_plan(r: dict[str, Any]) -> str:
             f" (requested {b['gpus_requested']})"
         )
     return "\n".join(lines)
-
-
-def _run_validate(ns: argparse.Namespace) -> int:
-    from .config import config_from_args
-
-    cfg = config_from_args(ns)
-    checked = ["config"]
-    if cfg.profile_results_dir is not None:
-        models = _load_models(cfg)
-        checked.append(f"profile {models.source}")
-    print(f"ok: {', '.join(checked)} valid (mode {cfg.mode}, optimization_target {cfg.optimization_target})")
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `sla-planner` console script; returns the exit code."""
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    level = logging.WARNING - 10 * min(ns.verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return int(ns.func(ns))
-    except SlaPlannerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

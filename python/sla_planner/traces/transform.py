@@ -14,7 +14,7 @@ from dataclasses import replace
 import numpy as np
 
 from ..errors import ConfigError
-from .trace import TraceRequest
+from .mooncake import TraceRequest
 
 __all__ = ["time_scale", "rate_scale", "limit"]
 
