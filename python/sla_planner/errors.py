@@ -13,6 +13,8 @@ __all__ = [
     "InfeasibleBudgetError",
     "ReportDataError",
     "KernelMismatchError",
+    "ConnectorError",
+    "SignalError",
 ]
 
 
@@ -60,3 +62,13 @@ class ReportDataError(SlaPlannerError, ValueError):
 class KernelMismatchError(SlaPlannerError):
     """A compiled kernel disagreed with its reference on the same input (``sla-planner bench``
     checks before timing); the message names the case and the first differing value."""
+
+
+class ConnectorError(SlaPlannerError):
+    """The deployment could not be read or written (API error, timeout, unexpected resource);
+    the message names the connector, the call and the cause."""
+
+
+class SignalError(SlaPlannerError):
+    """An input signal (Prometheus traffic, engine metrics) could not be read or is not
+    trustworthy; the message names the source and the cause. The tick treats it as unknown."""

@@ -22,16 +22,18 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from .core.planner import Decision, Policy, ScheduledTick, TickInput
+from .connectors.base import DeploymentState, PoolState
+from .core.load import role_codes
+from .core.planner import Decision, Policy, ScheduledTick
 from .sim import _kernel as K
-from .core.load import engine_view_from_snapshot, role_codes
 from .sim.cluster import ScaleEvent, SimCluster
 from .sim.fpm_bridge import SimFpmBridge
 from .sim.frontend import FrontendCounters, FrontendEmulator
 from .sim.ledger import RequestLedger
+from .ticks import build_tick_input
 from .types import ObservedTraffic, Pool, TickKind
 
-__all__ = ["ReplayOptions", "ReplayResult", "run_replay"]
+__all__ = ["ReplayOptions", "ReplayResult", "run_replay", "deployment_state"]
 
 _CHUNK = 4096
 _REQUEST_SAMPLE_MAX = 20_000
@@ -67,10 +69,16 @@ def _roles(worker_ids: npt.NDArray[Any]) -> npt.NDArray[np.int8]:
     return role_codes([str(w).split("-", 1)[0] for w in worker_ids])
 
 
-def _queued_prefill_tokens(snapshot: dict[str, Any]) -> float:
-    """Prompt tokens queued at active engines, as the latest forward passes report them."""
-    active = np.asarray(snapshot["active"], dtype=bool)
-    return float(np.asarray(snapshot["queued_sum_prefill_tokens"], dtype=np.float64)[active].sum())
+def deployment_state(cluster: SimCluster) -> DeploymentState:
+    """The simulated deployment as a connector would read it."""
+    current, ready = cluster.counts(), cluster.ready_counts()
+    pools = cluster.settings.pools()
+    return DeploymentState(
+        pools={
+            p: PoolState(current[p], ready[p], cluster.settings.engine_num_gpu(p)) for p in pools
+        },
+        rolling_out={p: cluster.scaling_in_progress(p) for p in pools},
+    )
 
 
 class _Arrivals:
@@ -299,17 +307,11 @@ def run_replay(
             snap = frontend.snapshot()
             traffic = FrontendEmulator.window(last_snapshot[kind], snap)
             last_snapshot[kind] = snap
-            current = cluster.counts()
-            ready = cluster.ready_counts()
+            deployment = deployment_state(cluster)
+            current, ready = deployment.current(), deployment.ready()
             snapshot = bridge.snapshot(t)
-            tick_input = TickInput(
-                now_s=t,
-                traffic=traffic,
-                current=current,
-                scaling_in_progress=cluster.scaling_in_progress(),
-                pools_in_progress={p: cluster.scaling_in_progress(p) for p in cluster.settings.pools()},
-                backlog_prefill_tokens=_queued_prefill_tokens(snapshot),
-                engines=engine_view_from_snapshot(snapshot, _roles(snapshot["worker_id"])),
+            tick_input = build_tick_input(
+                t, traffic, deployment, snapshot, _roles(snapshot["worker_id"])
             )
             decision: Decision = policy.step(ScheduledTick(kind, t), tick_input)
             events: list[ScaleEvent] = []

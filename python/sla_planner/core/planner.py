@@ -56,6 +56,8 @@ class TickInput:
     """Per pool, when the adapter knows it (load ticks hold only the pools that are scaling)."""
     backlog_prefill_tokens: float | None = None
     engines: Any = None
+    ready: dict[Pool, int] | None = None
+    """Engines per pool that are serving (None when the adapter does not know)."""
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,8 @@ class Decision:
     pool_reasons: dict[Pool, str] = field(default_factory=dict)
     forecast: TrafficForecast | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    drain: dict[Pool, tuple[str, ...]] = field(default_factory=dict)
+    """Per pool being shrunk, the engines (worker ids, first to go first) chosen to leave."""
 
     def to_record(self) -> dict[str, Any]:
         """JSON-safe record for decision logs."""
@@ -88,6 +92,7 @@ class Decision:
                 "backlog_prefill_tokens": self.forecast.backlog_prefill_tokens,
             },
             "detail": self.detail,
+            "drain": {p.value: list(ids) for p, ids in self.drain.items()},
         }
 
 
