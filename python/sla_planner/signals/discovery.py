@@ -99,14 +99,19 @@ def _validate_role(role: Any, where: str) -> Role:
 
 @dataclass(frozen=True, slots=True)
 class EngineEndpoint:
-    """One FPM publisher address and the role of the engines publishing there."""
+    """One FPM publisher address, the role of the engines publishing there and, when discovery
+    knows it, the deployment-side name of the engine (a Kubernetes pod name)."""
 
     endpoint: str
     role: Role
+    instance: str | None = None
+    """Deployment-side engine name: what a connector marks when the core drains this engine."""
 
     def __post_init__(self) -> None:
         validate_endpoint(self.endpoint)
         _validate_role(self.role, f"endpoint {self.endpoint}")
+        if self.instance is not None and (not isinstance(self.instance, str) or not self.instance):
+            raise ConfigError(f"endpoint {self.endpoint}: instance must be a non-empty string")
 
 
 @runtime_checkable
