@@ -69,8 +69,8 @@ def test_startup_delay_is_respected_and_frontend_waits() -> None:
     assert run.c.ready_counts() == {P: 1, D: 1}
 
 
-def test_removal_fails_in_flight_requests_and_counts_them() -> None:
-    run = Run(cluster({P: 1, D: 2}))
+def test_removal_without_drain_fails_in_flight_requests_and_counts_them() -> None:
+    run = Run(cluster({P: 1, D: 2}, drain_timeout_s=0.0))
     # long decodes: 500 tokens at 10 ms = 5 s each
     run.play([(0.0, 100, 500), (0.0, 100, 500)], until=2.0)
     events = run.c.set_targets({D: 0})
@@ -80,6 +80,52 @@ def test_removal_fails_in_flight_requests_and_counts_them() -> None:
     out = run.outcomes()
     assert sorted(out[:, K.D_STATUS].astype(int).tolist()) == [K.STATUS_FAILED_REMOVED] * 2
     assert run.c.in_flight == 0
+
+
+def test_drain_lets_in_flight_requests_finish_then_removes() -> None:
+    run = Run(cluster({P: 1, D: 2}))
+    # long decodes: 500 tokens at 10 ms = 5 s each, one per decode engine
+    run.play([(0.0, 100, 500), (0.0, 100, 500)], until=2.0)
+    gpus_before = run.c.gpus_in_use()
+    events = run.c.set_targets({D: 1})
+    assert [e.action for e in events] == ["drain"]
+    drained = events[0].worker_id
+    assert run.c.counts() == {P: 1, D: 1}  # the deployment no longer counts it
+    assert run.c.gpus_in_use() == gpus_before  # but it still holds its GPU
+    assert run.c.draining_workers() == {drained}
+    # a new request never goes to the draining engine
+    run.play([(2.5, 100, 3)], until=10.0)
+    retired = run.c.take_retired()
+    assert retired == [e for e in run.c.scale_events if e.after_drain]
+    assert [(e.worker_id, e.action, e.failed_requests) for e in retired] == [(drained, "remove", 0)]
+    assert 5.0 < retired[0].at_s < 5.2  # when its last request finished
+    out = run.outcomes()
+    assert {int(s) for s in out[:, K.D_STATUS]} == {K.STATUS_OK}
+    (late,) = [r for r in out if r[K.D_ARRIVAL] == 2.5]
+    assert run.c.worker_id(int(late[K.D_ENGINE])) != drained
+    assert run.c.gpus_in_use() == gpus_before - 1
+    assert run.c.draining_workers() == set()
+
+
+def test_drain_deadline_fails_what_is_left() -> None:
+    run = Run(cluster({P: 1, D: 1}, drain_timeout_s=1.0))
+    run.play([(0.0, 100, 500)], until=2.0)  # a 5 s decode
+    (drain,) = run.c.set_targets({D: 0})
+    run.play([], until=4.0)
+    (retired,) = run.c.take_retired()
+    assert retired.worker_id == drain.worker_id and retired.failed_requests == 1
+    assert retired.at_s == pytest.approx(3.0)
+    (r,) = run.outcomes()
+    assert r[K.D_STATUS] == K.STATUS_FAILED_REMOVED
+
+
+def test_drain_idle_engine_leaves_at_once_and_named_workers_go_first() -> None:
+    c = cluster({P: 1, D: 3})
+    names = [c.worker_id(e) for e in range(c.n_engines) if c.engine_pool(e) is D]
+    events = c.set_targets({D: 2}, {D: (names[1],)})
+    assert [(e.action, e.worker_id) for e in events] == [("drain", names[1]), ("remove", names[1])]
+    assert events[1].after_drain and events[1].at_s == c.now_s
+    assert c.counts()[D] == 2 and c.gpus_in_use() == 3
 
 
 def test_removal_order_starting_engines_first() -> None:

@@ -54,6 +54,7 @@ class Scenario:
     boundaries: list[float]
     targets: dict[int, dict[Pool, int]]  # boundary index -> targets set right after reaching it
     capacity: dict[str, int] = dataclasses.field(default_factory=dict)  # SimCluster buffers
+    drains: dict[int, dict[Pool, tuple[str, ...]]] = dataclasses.field(default_factory=dict)
 
 
 class Recorder:
@@ -92,10 +93,12 @@ def play(sc: Scenario, make: Callable[..., Any], **kw: Any) -> tuple[Recorder, l
     for i, t_end in enumerate(sc.boundaries):
         hi = int(np.searchsorted(t_arr, t_end, side="right"))
         rec.c.advance(t_end, t_arr[lo:hi], isl[lo:hi], osl[lo:hi], idx[lo:hi], rec.sink)
+        rec.c.take_retired()
         lo = hi
         if i in sc.targets:
-            rec.c.set_targets(sc.targets[i])
+            rec.c.set_targets(sc.targets[i], sc.drains.get(i))
         states.append(_state(rec.c))
+    rec.c.take_retired()
     rec.c.finish()
     return rec, states
 
@@ -111,6 +114,7 @@ def _state(c: Any) -> dict[str, Any]:
         "frontend": c.frontend_waiting,
         "workers": [(c.worker_id(e), c.engine_pool(e)) for e in range(c.n_engines)],
         "kv_usage": c.engine_kv_usage(),
+        "draining": sorted(c.draining_workers()),
     }
 
 
@@ -169,6 +173,7 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         startup_delay_s=delay,
         startup_delay_max_s=draw(st.none() | _seconds(dyadic, 0.0, 30.0).map(lambda x: delay + x)),
         transfer_s=draw(st.just(0.0) | _seconds(dyadic, 0.125, 2.0)),
+        drain_timeout_s=draw(st.just(0.0) | st.just(600.0) | _seconds(dyadic, 0.125, 30.0)),
         time_scale=draw(st.sampled_from([0.5, 1.0, 2.0]) if dyadic else st.floats(0.5, 2.0)),
         prefill_engine_num_gpu=draw(st.integers(1, 4)),
         decode_engine_num_gpu=draw(st.integers(1, 4)),
@@ -197,12 +202,20 @@ def scenarios(draw: st.DrawFn) -> Scenario:
         st.fixed_dictionaries({p: st.integers(0, 4) for p in pools}),
         max_size=4,
     ))
+    names = st.tuples(*[]) | st.lists(
+        st.integers(0, 12), max_size=3, unique=True
+    ).map(lambda ks: tuple(ks))
+    drains = {
+        i: {p: tuple(f"{p.value}-{k}" for k in draw(names)) for p in pools}
+        for i in targets
+        if draw(st.booleans())
+    }
     capacity = draw(st.fixed_dictionaries({
         "engine_capacity": st.sampled_from([1, 64]),
         "request_capacity": st.sampled_from([1, 8, 1 << 14]),
         "fpm_capacity": st.sampled_from([4, 1 << 16]),
     }))
-    return Scenario(perf, cfg, initial, arrivals, boundaries, targets, capacity)
+    return Scenario(perf, cfg, initial, arrivals, boundaries, targets, capacity, drains)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -343,7 +356,7 @@ def test_heartbeat_after_a_silent_period(until: float, expected_rows: int) -> No
 
 
 def test_removal_order_slot_reuse_and_failure_records() -> None:
-    perf, cfg = const(startup_delay_s=10.0)
+    perf, cfg = const(startup_delay_s=10.0, drain_timeout_s=0.0)
     c = ReferenceCluster(perf, cfg, {P: 1, D: 2})
     c.advance(1.0, np.array([0.5, 0.5]), np.array([100, 100]), np.array([500, 500]),
               np.array([7, 8]), lambda: None)

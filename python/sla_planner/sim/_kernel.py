@@ -23,6 +23,11 @@ Semantics (shared with the reference):
   waiting reservations both count). With no ready engine a request waits at the frontend until
   one is ready. A request whose ISL + OSL exceeds ``max_kv_tokens`` can never run: rejected.
 * Idle engines emit an all-zero heartbeat FPM every ``heartbeat_s`` (see ``emit_heartbeats``).
+* Draining (a scale-down that lets work finish): a draining engine gets no new requests, keeps
+  serving what it holds, and retires as soon as it holds nothing (checked whenever it would start
+  an iteration); at its deadline whatever it still holds fails and it retires. Retired engines
+  are marked ``EI_DRAINING = DRAIN_RETIRED`` (time in ``EF_DRAIN_AT``, requests failed at the
+  deadline in ``EI_DRAIN_FAILED``) until the cluster reports them.
 """
 
 from __future__ import annotations
@@ -48,7 +53,8 @@ EF_LAST_FPM = 6
 EF_ITER_DUR = 7
 EF_ADDED_AT = 8
 EF_WAIT_RES = 9  # KV reserved by waiting (not yet admitted) decode requests
-N_EF = 10
+EF_DRAIN_AT = 10  # draining: the deadline; retired: when it retired
+N_EF = 11
 
 # ---- engine int columns
 EI_POOL = 0
@@ -67,7 +73,14 @@ EI_WAIT_COUNT = 12
 EI_ITERS = 13
 EI_DIRTY = 14  # 1 while on the to-kick list
 EI_DIRTY_NEXT = 15
-N_EI = 16
+EI_DRAINING = 16  # DRAIN_NONE / DRAIN_ACTIVE / DRAIN_RETIRED
+EI_DRAIN_FAILED = 17  # requests failed at the drain deadline
+N_EI = 18
+
+# drain states
+DRAIN_NONE = 0
+DRAIN_ACTIVE = 1
+DRAIN_RETIRED = 2
 
 # ---- request float columns
 RF_ARRIVAL = 0
@@ -128,6 +141,7 @@ N_P = 12
 # heap event kinds
 EV_ITER_END = 0
 EV_READY = 1
+EV_DRAIN_DEADLINE = 2
 
 # ---- FPM record columns
 F_ENGINE = 0
@@ -290,7 +304,12 @@ def _route_prefill(ef, ei, n_engines, want_pool):  # pragma: no cover - jitted
     best = -1
     best_tokens = 0.0
     for e in range(n_engines):
-        if ei[e, EI_ALIVE] == 1 and ei[e, EI_READY] == 1 and ei[e, EI_POOL] == want_pool:
+        if (
+            ei[e, EI_ALIVE] == 1
+            and ei[e, EI_READY] == 1
+            and ei[e, EI_POOL] == want_pool
+            and ei[e, EI_DRAINING] == DRAIN_NONE
+        ):
             q = ef[e, EF_Q_TOKENS]
             if best < 0 or q < best_tokens:
                 best = e
@@ -303,7 +322,12 @@ def _route_decode(ef, ei, n_engines, want_pool):  # pragma: no cover - jitted
     best = -1
     best_free = 0.0
     for e in range(n_engines):
-        if ei[e, EI_ALIVE] == 1 and ei[e, EI_READY] == 1 and ei[e, EI_POOL] == want_pool:
+        if (
+            ei[e, EI_ALIVE] == 1
+            and ei[e, EI_READY] == 1
+            and ei[e, EI_POOL] == want_pool
+            and ei[e, EI_DRAINING] == DRAIN_NONE
+        ):
             free = -(ef[e, EF_RESERVED] + ef[e, EF_WAIT_RES])
             if best < 0 or free > best_free:
                 best = e
@@ -591,7 +615,26 @@ def _kick(ef, ei, rf, ri, g, params, z_itl, fpm, ht, he, hk, hv, n_engines, t): 
         if ei[e, EI_ALIVE] == 1 and ei[e, EI_READY] == 1 and ei[e, EI_BUSY] == 0:
             if _start_iteration(ef, ei, rf, ri, g, params, z_itl, fpm, e, t):
                 _heap_push(ht, he, hk, hv, g, ef[e, EF_ITER_END], e, EV_ITER_END, ei[e, EI_VERSION])
+            elif ei[e, EI_DRAINING] == DRAIN_ACTIVE and holds_nothing(ei, e):
+                retire_engine(ef, ei, e, t)
         e = nxt
+
+
+@njit(cache=True)
+def holds_nothing(ei, e):  # pragma: no cover - jitted
+    """Engine e holds no request (queued, waiting or running)."""
+    return ei[e, EI_Q_COUNT] == 0 and ei[e, EI_RUN_COUNT] == 0 and ei[e, EI_WAIT_COUNT] == 0
+
+
+@njit(cache=True)
+def retire_engine(ef, ei, e, t):  # pragma: no cover - jitted
+    """A drained engine leaves at t (it holds nothing); the cluster reports it later."""
+    ei[e, EI_ALIVE] = 0
+    ei[e, EI_READY] = 0
+    ei[e, EI_BUSY] = 0
+    ei[e, EI_VERSION] += 1
+    ei[e, EI_DRAINING] = DRAIN_RETIRED
+    ef[e, EF_DRAIN_AT] = t
 
 
 @njit(cache=True)
@@ -627,6 +670,13 @@ def advance(
                 continue
             if k == EV_ITER_END:
                 _end_iteration(ef, ei, rf, ri, g, done, tr_t, tr_r, n_engines, params, e, t)
+            elif k == EV_DRAIN_DEADLINE:
+                if ei[e, EI_DRAINING] == DRAIN_ACTIVE:
+                    before = g[G_DONE_N]
+                    remove_engine(ef, ei, rf, ri, g, done, e, t)
+                    ei[e, EI_DRAIN_FAILED] = g[G_DONE_N] - before
+                    ei[e, EI_DRAINING] = DRAIN_RETIRED
+                    ef[e, EF_DRAIN_AT] = t
             else:
                 ei[e, EI_READY] = 1
                 _mark(ei, g, e)

@@ -1,8 +1,9 @@
 """A simulated cluster of prefill / decode / aggregated engines on a simulated clock.
 
 :class:`SimCluster` owns the numba state arrays of :mod:`._kernel`, adds and removes engines the
-way a real deployment does (a new engine serves only after its start-up delay; a removed one is gone
-at once and its requests fail), advances time, and hands out what engines and the frontend emit:
+way a real deployment does (a new engine serves only after its start-up delay; a removed one first
+drains: it gets no new requests, finishes what it holds and then leaves, or at its deadline fails
+what is left), advances time, and hands out what engines and the frontend emit:
 FPM records and finished-request records. GPU time is integrated from every engine that holds GPUs,
 starting or ready.
 """
@@ -39,6 +40,8 @@ class SimSettings:
     startup_delay_max_s: float | None = None
     """When set, each new engine's delay is drawn uniformly from [startup_delay_s, this] (seeded)."""
     transfer_s: float = 0.0
+    drain_timeout_s: float = 600.0
+    """A removed engine finishes its requests for at most this long (0: removal fails them)."""
     time_scale: float = 1.0
     """Multiplies every simulated engine time: 1.2 = engines 20% slower than their profile."""
     prefill_engine_num_gpu: int = 1
@@ -55,6 +58,7 @@ class SimSettings:
             "startup_delay_max_s": self.startup_delay_max_s is None
             or (math.isfinite(self.startup_delay_max_s) and self.startup_delay_max_s >= self.startup_delay_s),
             "transfer_s": math.isfinite(self.transfer_s) and self.transfer_s >= 0,
+            "drain_timeout_s": math.isfinite(self.drain_timeout_s) and self.drain_timeout_s >= 0,
             "time_scale": math.isfinite(self.time_scale) and self.time_scale > 0,
             "prefill_engine_num_gpu": self.prefill_engine_num_gpu >= 1,
             "decode_engine_num_gpu": self.decode_engine_num_gpu >= 1,
@@ -66,6 +70,7 @@ class SimSettings:
                 "mode": "'disagg' or 'agg'",
                 "startup_delay_max_s": "finite and >= startup_delay_s",
                 "transfer_s": "finite and >= 0",
+                "drain_timeout_s": "finite and >= 0",
                 "startup_delay_s": "finite and >= 0",
             }
 
@@ -121,14 +126,21 @@ class SimPerf:
 
 @dataclass(frozen=True)
 class ScaleEvent:
-    """One engine added or removed."""
+    """One engine added, set draining, or removed."""
 
     at_s: float
     pool: Pool
-    action: str  # "add" | "remove"
+    action: str  # "add" | "drain" | "remove"
     worker_id: str
     ready_at_s: float | None = None
     failed_requests: int = 0
+    after_drain: bool = False
+    """A removal that ends a drain (the decision to remove was its "drain" event)."""
+
+    @property
+    def decided(self) -> bool:
+        """An event a scaling decision made (adds, drains, immediate removals)."""
+        return not self.after_drain
 
 
 class SimCluster:
@@ -196,7 +208,8 @@ class SimCluster:
         self.ef = np.zeros((cap, K.N_EF))
         self.ei = np.full((cap, K.N_EI), -1, dtype=np.int64)
         self.ei[:, [K.EI_ALIVE, K.EI_READY, K.EI_BUSY, K.EI_VERSION, K.EI_Q_COUNT, K.EI_RUN_COUNT,
-                    K.EI_WAIT_COUNT, K.EI_ITERS, K.EI_DIRTY, K.EI_POOL]] = 0
+                    K.EI_WAIT_COUNT, K.EI_ITERS, K.EI_DIRTY, K.EI_POOL, K.EI_DRAINING,
+                    K.EI_DRAIN_FAILED]] = 0
         heap_cap = 8 * cap + 4096
         self.ht = np.zeros(heap_cap)
         self.he = np.zeros(heap_cap, dtype=np.int64)
@@ -268,7 +281,11 @@ class SimCluster:
     def _free_slot(self) -> int:
         """Lowest dead slot not freed by the current set_targets call, else a new one."""
         for e in range(self.n_engines):
-            if self.ei[e, K.EI_ALIVE] == 0 and e not in self._freed_now:
+            if (
+                self.ei[e, K.EI_ALIVE] == 0
+                and self.ei[e, K.EI_DRAINING] != K.DRAIN_RETIRED
+                and e not in self._freed_now
+            ):
                 return e
         if self.n_engines == self.ef.shape[0]:
             self._grow_engines()
@@ -282,7 +299,7 @@ class SimCluster:
         self.ef[e] = 0.0
         self.ei[e] = -1
         self.ei[e, [K.EI_READY, K.EI_BUSY, K.EI_Q_COUNT, K.EI_RUN_COUNT, K.EI_WAIT_COUNT,
-                    K.EI_ITERS, K.EI_DIRTY]] = 0
+                    K.EI_ITERS, K.EI_DIRTY, K.EI_DRAINING, K.EI_DRAIN_FAILED]] = 0
         self.ei[e, K.EI_ALIVE] = 1
         self.ei[e, K.EI_VERSION] = version
         self.ei[e, K.EI_POOL] = _POOL_CODE[pool]
@@ -313,15 +330,21 @@ class SimCluster:
         failed = int(self.g[K.G_DONE_N]) - before
         return ScaleEvent(self.now_s, pool, "remove", self._worker_ids[e], None, failed)
 
-    def set_targets(self, targets: dict[Pool, int]) -> list[ScaleEvent]:
+    def set_targets(
+        self, targets: dict[Pool, int], drain: dict[Pool, tuple[str, ...]] | None = None
+    ) -> list[ScaleEvent]:
         """Add or remove engines so each pool has its target (starting engines count).
 
-        Removal order: engines still starting first (newest first), then ready ones newest first.
-        Pools are handled in the order given; a slot freed in this call is not reused in it (so a
-        failed request's record still names the engine that held it).
+        Removal order: engines still starting (newest first; they hold nothing and go at once),
+        then the workers named in ``drain`` in their order, then the ready engines holding the
+        least work (newest first on ties). A ready engine drains (see the module docstring), or
+        with ``drain_timeout_s == 0`` is removed at once, failing what it holds. Pools are
+        handled in the order given; a slot freed in this call is not reused in it (so a failed
+        request's record still names the engine that held it).
         """
         events: list[ScaleEvent] = []
         self._freed_now = set()
+        draining = False
         for pool, target in targets.items():
             if pool not in self.settings.pools():
                 raise ValueError(f"pool {pool.value} does not exist in mode {self.settings.mode}")
@@ -332,15 +355,16 @@ class SimCluster:
                 for _ in range(target - len(alive)):
                     events.append(self._add_engine(pool, self.now_s + self._startup_delay()))
             elif target < len(alive):
-                order = sorted(
-                    alive,
-                    key=lambda e: (int(self.ei[e, K.EI_READY]), -float(self.ef[e, K.EF_ADDED_AT]), -e),
-                )
-                for e in order[: len(alive) - target]:
-                    events.append(self._remove_engine(e))
-                    self._freed_now.add(e)
-        if self._ready_now:
-            # engines ready at once take the frontend queue now, as a readiness event would
+                for e in self._removal_order(alive, (drain or {}).get(pool, ()))[: len(alive) - target]:
+                    if self.ei[e, K.EI_READY] == 0 or self.settings.drain_timeout_s <= 0.0:
+                        events.append(self._remove_engine(e))
+                        self._freed_now.add(e)
+                    else:
+                        events.append(self._start_drain(e))
+                        draining = True
+        if self._ready_now or draining:
+            # engines ready at once take the frontend queue now, as a readiness event would;
+            # draining engines that hold nothing leave now
             self._ready_now = False
             self._ensure_done_room(self.ri.shape[0])
             K._drain_frontend(
@@ -348,20 +372,94 @@ class SimCluster:
                 self.params[K.P_AGG] > 0.0, self.now_s,
             )
             if self.g[K.G_FPM_N] + self.n_engines + 2 >= self.fpm.shape[0]:
-                raise RuntimeError("FPM buffer full: drain take_fpm() before set_targets")
+                # no sink here: make room for this call's rows instead
+                self.fpm = np.concatenate([self.fpm, np.zeros((self.n_engines + 2, K.N_F))])
             K._kick(
                 self.ef, self.ei, self.rf, self.ri, self.g, self.params, self.perf.decode_itl_grid_ms,
                 self.fpm, self.ht, self.he, self.hk, self.hv, self.n_engines, self.now_s,
             )
         self.scale_events.extend(events)
-        return events
+        return events + self.take_retired()
+
+    def _removal_order(self, alive: list[int], named: tuple[str, ...]) -> list[int]:
+        rank = {w: i for i, w in enumerate(named)}
+
+        def key(e: int) -> tuple[float, ...]:
+            starting = int(self.ei[e, K.EI_READY]) == 0
+            chosen = rank.get(self._worker_ids[e], len(rank))
+            return (
+                0 if starting else 1,
+                float(chosen),
+                self._work(e),
+                -float(self.ef[e, K.EF_ADDED_AT]),
+                -float(e),
+            )
+
+        return sorted(alive, key=key)
+
+    def _work(self, e: int) -> float:
+        """Tokens an engine holds: queued prompt tokens and reserved KV."""
+        return float(self.ef[e, K.EF_Q_TOKENS] + self.ef[e, K.EF_RESERVED] + self.ef[e, K.EF_WAIT_RES])
+
+    def _start_drain(self, e: int) -> ScaleEvent:
+        pool = _pool_of(int(self.ei[e, K.EI_POOL]))
+        deadline = self.now_s + self.settings.drain_timeout_s
+        self.ei[e, K.EI_DRAINING] = K.DRAIN_ACTIVE
+        self.ef[e, K.EF_DRAIN_AT] = deadline
+        if self.g[K.G_HEAP_N] + 2 >= self.ht.shape[0]:
+            K.compact_heap(self.ht, self.he, self.hk, self.hv, self.g, self.ei)
+        K._heap_push(
+            self.ht, self.he, self.hk, self.hv, self.g, deadline, e, K.EV_DRAIN_DEADLINE,
+            int(self.ei[e, K.EI_VERSION]),
+        )
+        K._mark(self.ei, self.g, e)
+        return ScaleEvent(self.now_s, pool, "drain", self._worker_ids[e])
+
+    def take_retired(self) -> list[ScaleEvent]:
+        """Removals that ended drains since the last call (also added to ``scale_events``)."""
+        out: list[ScaleEvent] = []
+        for e in range(self.n_engines):
+            if self.ei[e, K.EI_DRAINING] == K.DRAIN_RETIRED:
+                out.append(
+                    ScaleEvent(
+                        float(self.ef[e, K.EF_DRAIN_AT]),
+                        _pool_of(int(self.ei[e, K.EI_POOL])),
+                        "remove",
+                        self._worker_ids[e],
+                        None,
+                        int(self.ei[e, K.EI_DRAIN_FAILED]),
+                        after_drain=True,
+                    )
+                )
+                self.ei[e, K.EI_DRAINING] = K.DRAIN_NONE
+                self.ei[e, K.EI_DRAIN_FAILED] = 0
+        out.sort(key=lambda ev: (ev.at_s, ev.worker_id))
+        self.scale_events.extend(out)
+        return out
+
+    def draining_workers(self) -> set[str]:
+        """Worker ids of engines draining now."""
+        return {
+            self._worker_ids[e]
+            for e in range(self.n_engines)
+            if self.ei[e, K.EI_ALIVE] == 1 and self.ei[e, K.EI_DRAINING] == K.DRAIN_ACTIVE
+        }
 
     def _alive(self, pool: Pool) -> list[int]:
+        """Engines of ``pool`` the deployment counts: starting or serving, not draining."""
         code = _POOL_CODE[pool]
         return [
             e for e in range(self.n_engines)
-            if self.ei[e, K.EI_ALIVE] == 1 and self.ei[e, K.EI_POOL] == code
+            if self.ei[e, K.EI_ALIVE] == 1
+            and self.ei[e, K.EI_POOL] == code
+            and self.ei[e, K.EI_DRAINING] == K.DRAIN_NONE
         ]
+
+    def _holding(self, pool: Pool) -> int:
+        """Engines of ``pool`` holding GPUs: starting, serving or draining."""
+        code = _POOL_CODE[pool]
+        n = self.n_engines
+        return int(((self.ei[:n, K.EI_ALIVE] == 1) & (self.ei[:n, K.EI_POOL] == code)).sum())
 
     def counts(self) -> dict[Pool, int]:
         """Engines per pool, starting ones included (what the deployment asked for)."""
@@ -380,14 +478,15 @@ class SimCluster:
         return any(
             self.ei[e, K.EI_ALIVE] == 1
             and self.ei[e, K.EI_READY] == 0
+            and self.ei[e, K.EI_DRAINING] == K.DRAIN_NONE
             and (code is None or self.ei[e, K.EI_POOL] == code)
             for e in range(self.n_engines)
         )
 
     def gpus_in_use(self) -> int:
-        """GPUs held by engines (starting or ready)."""
+        """GPUs held by engines (starting, ready or draining)."""
         return sum(
-            self.settings.engine_num_gpu(p) * n for p, n in self.counts().items()
+            self.settings.engine_num_gpu(p) * self._holding(p) for p in self.settings.pools()
         )
 
     def worker_id(self, e: int) -> str:

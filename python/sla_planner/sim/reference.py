@@ -40,6 +40,7 @@ F64 = npt.NDArray[np.float64]
 
 ITERATION_END = 0  # processed before ENGINE_READY at the same time
 ENGINE_READY = 1
+DRAIN_DEADLINE = 2
 MIN_ITERATION_S = 1e-6  # floor of an iteration's duration
 
 
@@ -86,6 +87,8 @@ class Engine:
     alive: bool = True
     ready: bool = False
     busy: bool = False
+    draining: bool = False
+    drain_deadline_s: float = math.inf
     prefill_queue: deque[Request] = field(default_factory=deque)
     waiting: deque[Request] = field(default_factory=deque)  # decode, not yet admitted (FIFO)
     running: list[Request] = field(default_factory=list)  # decode, newest admission first
@@ -103,6 +106,13 @@ class Engine:
 
     def kv_tokens(self) -> int:
         return sum(r.context for r in self.running)
+
+    def holds_nothing(self) -> bool:
+        return not (self.prefill_queue or self.waiting or self.running)
+
+    def work(self) -> float:
+        """Tokens held: queued prompt tokens and committed KV (the drain-choice key)."""
+        return float(self.queued_prompt_tokens() + self.committed_kv())
 
 
 @dataclass(order=True)
@@ -155,6 +165,7 @@ class ReferenceCluster:
         self._in_flight: dict[int, Request] = {}
         self._fpm: list[list[float]] = []
         self._done: list[list[float]] = []
+        self._retired: list[ScaleEvent] = []
         self._finished = False
         for pool, n in initial.items():
             if pool not in settings.pools() or n < 0:
@@ -167,13 +178,18 @@ class ReferenceCluster:
                 self._add_engine(pool, 0.0, freed_now=set())
 
     # ------------------------------------------------------------------ pools
-    def set_targets(self, targets: dict[Pool, int]) -> list[ScaleEvent]:
+    def set_targets(
+        self, targets: dict[Pool, int], drain: dict[Pool, tuple[str, ...]] | None = None
+    ) -> list[ScaleEvent]:
         """Add or remove engines so each pool has its target (starting engines count).
 
-        Removal order: starting engines first, then ready ones; newest first within each.
+        Removal order: starting engines (newest first, removed at once), then the workers named
+        in ``drain`` in order, then the ready engines holding the least work (newest first on
+        ties); ready ones drain unless ``drain_timeout_s`` is 0.
         """
         events: list[ScaleEvent] = []
         freed_now: set[int] = set()
+        draining = False
         for pool, target in targets.items():
             if pool not in self.settings.pools():
                 raise ValueError(f"pool {pool.value} does not exist in mode {self.settings.mode}")
@@ -183,12 +199,51 @@ class ReferenceCluster:
             for _ in range(target - len(alive)):
                 events.append(self._add_engine(pool, self.now_s + self._startup_delay(), freed_now))
             if target < len(alive):
-                order = sorted(alive, key=lambda e: (e.ready, -e.added_at_s, -e.slot))
+                rank = {w: i for i, w in enumerate((drain or {}).get(pool, ()))}
+                order = sorted(
+                    alive,
+                    key=lambda e: (
+                        e.ready,
+                        rank.get(e.worker_id, len(rank)),
+                        e.work(),
+                        -e.added_at_s,
+                        -e.slot,
+                    ),
+                )
                 for engine in order[: len(alive) - target]:
-                    events.append(self._remove_engine(engine))
-                    freed_now.add(engine.slot)
+                    if not engine.ready or self.settings.drain_timeout_s <= 0.0:
+                        events.append(self._remove_engine(engine))
+                        freed_now.add(engine.slot)
+                    else:
+                        events.append(self._start_drain(engine))
+                        draining = True
+        if draining:
+            self._start_idle_engines(self.now_s)
         self.scale_events.extend(events)
-        return events
+        return events + self.take_retired()
+
+    def _start_drain(self, engine: Engine) -> ScaleEvent:
+        engine.draining = True
+        engine.drain_deadline_s = self.now_s + self.settings.drain_timeout_s
+        self._push_event(engine.drain_deadline_s, DRAIN_DEADLINE, engine)
+        return ScaleEvent(self.now_s, engine.pool, "drain", engine.worker_id)
+
+    def _retire(self, engine: Engine, t: float, failed: int = 0) -> None:
+        engine.alive = engine.ready = engine.busy = False
+        self._retired.append(
+            ScaleEvent(t, engine.pool, "remove", engine.worker_id, None, failed, after_drain=True)
+        )
+
+    def take_retired(self) -> list[ScaleEvent]:
+        """Removals that ended drains since the last call (also added to ``scale_events``)."""
+        out = sorted(self._retired, key=lambda ev: (ev.at_s, ev.worker_id))
+        self._retired = []
+        self.scale_events.extend(out)
+        return out
+
+    def draining_workers(self) -> set[str]:
+        """Worker ids of engines draining now."""
+        return {e.worker_id for e in self._slots if e.alive and e.draining}
 
     def _startup_delay(self) -> float:
         s = self.settings
@@ -197,7 +252,12 @@ class ReferenceCluster:
         return float(self._rng.uniform(s.startup_delay_s, s.startup_delay_max_s))
 
     def _add_engine(self, pool: Pool, ready_at_s: float, freed_now: set[int]) -> ScaleEvent:
-        dead = [e.slot for e in self._slots if not e.alive and e.slot not in freed_now]
+        retired = {ev.worker_id for ev in self._retired}
+        dead = [
+            e.slot
+            for e in self._slots
+            if not e.alive and e.slot not in freed_now and e.worker_id not in retired
+        ]
         slot = dead[0] if dead else len(self._slots)
         worker_id = f"{pool.value}-{self._next_worker}"
         self._next_worker += 1
@@ -225,7 +285,8 @@ class ReferenceCluster:
         return ScaleEvent(self.now_s, engine.pool, "remove", engine.worker_id, None, len(held))
 
     def _alive(self, pool: Pool) -> list[Engine]:
-        return [e for e in self._slots if e.alive and e.pool is pool]
+        """Engines the deployment counts: starting or serving, not draining."""
+        return [e for e in self._slots if e.alive and not e.draining and e.pool is pool]
 
     def _ready(self, pool: Pool) -> list[Engine]:
         return [e for e in self._alive(pool) if e.ready]
@@ -240,11 +301,11 @@ class ReferenceCluster:
 
     def scaling_in_progress(self) -> bool:
         """True while any engine is still starting."""
-        return any(e.alive and not e.ready for e in self._slots)
+        return any(e.alive and not e.ready and not e.draining for e in self._slots)
 
     def gpus_in_use(self) -> int:
-        """GPUs held by engines (starting or ready)."""
-        return sum(self.settings.engine_num_gpu(p) * n for p, n in self.counts().items())
+        """GPUs held by engines (starting, ready or draining)."""
+        return sum(self.settings.engine_num_gpu(e.pool) for e in self._slots if e.alive)
 
     def worker_id(self, e: int) -> str:
         """The worker id of engine slot e (current occupant)."""
@@ -313,6 +374,8 @@ class ReferenceCluster:
                     continue  # removed after this event was scheduled
                 if event.kind == ITERATION_END:
                     self._end_iteration(event.engine, t)
+                elif event.kind == DRAIN_DEADLINE:
+                    self._drain_deadline(event.engine, t)
                 else:
                     self._become_ready(event.engine)
             elif t_transfer == t:
@@ -348,6 +411,18 @@ class ReferenceCluster:
             out.append((t, int(isl), int(osl), int(idx)))
             prev = t
         return out
+
+    def _drain_deadline(self, engine: Engine, t: float) -> None:
+        """A drain's deadline: whatever the engine still holds fails, and it leaves."""
+        if not engine.draining:
+            return
+        held = [*engine.prefill_queue, *engine.waiting, *engine.running]
+        for r in held:
+            self._finish(r, t, K.STATUS_FAILED_REMOVED, engine.slot)
+        engine.prefill_queue.clear()
+        engine.waiting.clear()
+        engine.running.clear()
+        self._retire(engine, t, len(held))
 
     def _push_event(self, time_s: float, kind: int, engine: Engine) -> None:
         heapq.heappush(self._events, Event(time_s, kind, engine.slot, engine))
@@ -452,6 +527,8 @@ class ReferenceCluster:
         for engine in self._slots:
             if engine.alive and engine.ready and not engine.busy:
                 self._start_iteration(engine, t)
+                if engine.draining and not engine.busy and engine.holds_nothing():
+                    self._retire(engine, t)
 
     def _start_iteration(self, engine: Engine, t: float) -> None:
         """Schedule the engine's next iteration if it has work, and emit its FPM row."""
