@@ -54,7 +54,8 @@ class Engines:
 
 def _easy_core(**kw: object) -> PlannerCore:
     cfg = PlannerConfig.from_sources(None, env={}, overrides={
-        "mode": "decode", "optimization_target": "latency", "load_scale_down_patience": 2, **kw})
+        "mode": "decode", "optimization_target": "latency", "load_scale_down_patience": 2,
+        "scale_down_stabilization": 0, **kw})
     return PlannerCore(cfg, None, None, None, EngineCapabilities(max_kv_tokens=1000))
 
 

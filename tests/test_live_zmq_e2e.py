@@ -75,7 +75,7 @@ def wait_until(cond: Any, timeout_s: float, what: str) -> None:
 def test_burst_scales_up_then_down_after_patience(tmp_path: Path) -> None:
     cfg = PlannerConfig.from_sources(None, env={}, overrides={
         "mode": "decode", "optimization_target": "latency", "load_scale_down_patience": 3,
-        "min_endpoint": 2,
+        "min_endpoint": 2, "scale_down_stabilization": 0,
     })
     core = PlannerCore(cfg, None, None, None, EngineCapabilities(max_kv_tokens=PERF.max_kv_tokens))
     deployment = MockDeployment(tmp_path / "engines.json")

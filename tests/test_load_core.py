@@ -149,27 +149,45 @@ def test_dp_ranks_count_as_one_worker_each() -> None:
 @pytest.mark.parametrize(
     "target,queued,expected",
     [
-        ("throughput", 10_000, DecisionReason.SCALE_UP),  # ratio 1.0 >= 1.0
-        ("throughput", 9_999, DecisionReason.NO_CHANGE),
-        ("latency", 1_000, DecisionReason.SCALE_UP),  # 0.1 >= 0.1
-        ("latency", 999, DecisionReason.NO_CHANGE),
+        ("throughput", 20_000, DecisionReason.SCALE_UP),  # pool mean 1.0 >= 1.0
+        ("throughput", 19_999, DecisionReason.NO_CHANGE),
+        ("latency", 2_000, DecisionReason.SCALE_UP),  # 0.1 >= 0.1
+        ("latency", 1_999, DecisionReason.NO_CHANGE),
     ],
 )
 def test_easy_prefill_thresholds(target: str, queued: float, expected: DecisionReason) -> None:
     s = settings_for(mode="prefill", optimization_target=target)
     rows = prefill_rows(2, 0.0, 1.0)
-    rows[0]["qp"] = queued  # any engine crossing is enough
+    rows[0]["qp"] = queued  # the pool's mean counts: one engine's queue is shared by two
     r = load_step(LoadState(), view(rows), {P: 2}, False, 1.0, s, CAPS)[P]
     assert r.reason is expected
 
 
 @pytest.mark.parametrize(
+    "target,queued,expected_after_patience",
+    [
+        ("throughput", 499, DecisionReason.SCALE_DOWN),  # mean 0.0499 x 2/1 < 0.1
+        ("throughput", 500, DecisionReason.NO_CHANGE),
+        ("latency", 249, DecisionReason.SCALE_DOWN),  # mean 0.0249 x 2 < 0.05
+        ("latency", 250, DecisionReason.NO_CHANGE),
+    ],
+)
+def test_easy_prefill_scale_down_is_symmetric(target: str, queued: float, expected_after_patience: DecisionReason) -> None:
+    # a queue is tolerated on the way down too: the pool shrinks when one engine fewer would
+    # still hold its mean under the down threshold, not only when every queue is empty
+    s = settings_for(mode="prefill", optimization_target=target, patience=1)
+    rows = prefill_rows(2, queued, 1.0)
+    r = load_step(LoadState(), view(rows), {P: 2}, False, 1.0, s, CAPS)[P]
+    assert r.reason is expected_after_patience
+
+
+@pytest.mark.parametrize(
     "target,kv,expected_after_patience",
     [
-        ("throughput", 59_999, DecisionReason.SCALE_DOWN),  # 0.59999 < 0.6
-        ("throughput", 60_000, DecisionReason.NO_CHANGE),
-        ("latency", 9_999, DecisionReason.SCALE_DOWN),
-        ("latency", 10_000, DecisionReason.NO_CHANGE),
+        ("throughput", 29_999, DecisionReason.SCALE_DOWN),  # 0.29999 x 2/1 < 0.6
+        ("throughput", 30_000, DecisionReason.NO_CHANGE),
+        ("latency", 4_999, DecisionReason.SCALE_DOWN),
+        ("latency", 5_000, DecisionReason.NO_CHANGE),
     ],
 )
 def test_easy_decode_scale_down_thresholds(target: str, kv: float, expected_after_patience: DecisionReason) -> None:

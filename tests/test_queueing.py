@@ -56,18 +56,35 @@ def test_wait_tail_mm1_closed_form() -> None:
 
 
 def test_service_moments_from_histogram_and_fallback() -> None:
-    # service time = isl / 1000 s. Two buckets: (64, 128] with 1 request at sqrt(64*128) = 90.5,
-    # and (128, 256] with 1 request at sqrt(128*256) = 181.0.
+    # service time = isl / 1000 s. Two buckets: (64, 128] and (128, 256] with 1 request each,
+    # each spread over four log-spaced points inside its bounds.
     m = service_moments(lambda isl: isl / 1000.0, 100.0, ((64.0, 0.0), (128.0, 1.0), (256.0, 1.0)))
-    s1, s2 = math.sqrt(64 * 128) / 1000, math.sqrt(128 * 256) / 1000
-    mean = (s1 + s2) / 2
+    points = [lo * 2 ** ((k + 0.5) / 4) / 1000 for lo in (64.0, 128.0) for k in range(4)]
+    mean = sum(points) / 8
     assert m.from_histogram
     assert m.mean_s == pytest.approx(mean)
-    assert m.scv == pytest.approx(((s1**2 + s2**2) / 2) / mean**2 - 1)
+    assert m.scv == pytest.approx(sum(p * p for p in points) / 8 / mean**2 - 1)
+    assert [s for s, _ in m.mix] == pytest.approx(points)
+    assert sum(w for _, w in m.mix) == pytest.approx(1.0)
     fallback = service_moments(lambda isl: isl / 1000.0, 100.0, None)
-    assert fallback == ServiceMoments(0.1, 1.0, False)
+    assert fallback == ServiceMoments(0.1, 1.0, False, ((0.1, 1.0),))
     empty = service_moments(lambda isl: isl / 1000.0, 100.0, ((64.0, 0.0), (math.inf, 0.0)))
     assert not empty.from_histogram
+
+
+def test_attainment_leaves_out_requests_too_long_for_the_target() -> None:
+    # half the requests need 3 s of service alone against a 2 s target: never feasible
+    m = ServiceMoments(mean_s=1.75, scv=0.5, from_histogram=True, mix=((0.5, 0.5), (3.0, 0.5)))
+    idle = m.attainment(100, 1e-6, 2.0)
+    assert idle == pytest.approx(1.0)  # every feasible request meets it on an idle pool
+    assert ServiceMoments(3.0, 0.0, True, ((3.0, 1.0),)).attainment(4, 0.1, 2.0) is None
+
+
+def test_burstier_arrivals_need_more_engines() -> None:
+    m = ServiceMoments(mean_s=1.0, scv=1.0, from_histogram=False, mix=((1.0, 1.0),))
+    poisson = engines_for_ttft(3.0, m, 3.0, 0.95, 64)
+    bursty = engines_for_ttft(3.0, m, 3.0, 0.95, 64, arrival_scv=8.0)
+    assert poisson is not None and bursty is not None and bursty > poisson
 
 
 def test_engines_for_ttft_boundaries() -> None:

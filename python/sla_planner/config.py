@@ -289,6 +289,42 @@ class PlannerConfig(BaseModel):
     load_min_observations: int = Field(
         5, ge=1, description="Observations needed before the load regression is trusted."
     )
+    # time-aware scaling (DESIGN.md §4.7)
+    engine_startup_time: float = Field(
+        120.0,
+        ge=0,
+        description=(
+            "Seconds from asking for an engine until it serves (image pull, weights, warm-up). "
+            "Scale-up plans for the load expected when a new engine is ready; scale-down waits "
+            "until capacity is not needed again within this time. Refined by observed ready times."
+        ),
+    )
+    scale_down_stabilization: float | None = Field(
+        None,
+        ge=0,
+        description=(
+            "Seconds every recommendation must stay below the current size before a pool shrinks "
+            "(as the Kubernetes HPA's scale-down stabilisation window); null: engine_startup_time."
+        ),
+    )
+    scale_down_tolerance: float = Field(
+        0.1,
+        ge=0,
+        lt=1,
+        description=(
+            "A pool shrinks only to a size its need fills to at most (1 - tolerance): the band "
+            "between scale-up and scale-down that keeps a pool from flapping."
+        ),
+    )
+    forecast_headroom_quantile: float = Field(
+        0.9,
+        ge=0,
+        lt=1,
+        description=(
+            "Plan for this quantile of the request-count forecast, from the predictor's recent "
+            "errors (headroom for forecast error); 0 plans for the point forecast."
+        ),
+    )
     # load prediction
     load_predictor: Literal["constant", "linear", "kalman", "arima", "prophet"] = Field(
         "linear", description="Traffic predictor for the next throughput interval."

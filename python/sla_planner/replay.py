@@ -64,9 +64,12 @@ class ReplayResult:
     outputs: dict[str, str] = field(default_factory=dict)
 
 
-def _roles(worker_ids: npt.NDArray[Any]) -> npt.NDArray[np.int8]:
-    """Simulated worker ids are "<pool>-<n>": the pool is the role."""
-    return role_codes([str(w).split("-", 1)[0] for w in worker_ids])
+def _roles(worker_ids: npt.NDArray[Any], draining: set[str]) -> npt.NDArray[np.int8]:
+    """Simulated worker ids are "<pool>-<n>": the pool is the role. A draining engine belongs
+    to no pool any more (as a terminating pod leaves its service's endpoints)."""
+    return role_codes(
+        ["draining" if str(w) in draining else str(w).split("-", 1)[0] for w in worker_ids]
+    )
 
 
 def deployment_state(cluster: SimCluster) -> DeploymentState:
@@ -163,6 +166,7 @@ def _event_record(e: ScaleEvent) -> dict[str, Any]:
         "worker_id": e.worker_id,
         "ready_at_s": e.ready_at_s,
         "failed_requests": e.failed_requests,
+        "after_drain": e.after_drain,
     }
 
 
@@ -299,6 +303,7 @@ def run_replay(
         frontend.on_arrivals(a_isl)
         cluster.advance(t_next, a_t, a_isl, a_osl, a_idx, sink)
         sink()
+        bridge.apply_scale_events(cluster.take_retired())
         t = t_next
         for kind in sorted(next_tick, key=lambda k: k.value):
             if next_tick[kind] > t + 1e-9:
@@ -311,13 +316,14 @@ def run_replay(
             current, ready = deployment.current(), deployment.ready()
             snapshot = bridge.snapshot(t)
             tick_input = build_tick_input(
-                t, traffic, deployment, snapshot, _roles(snapshot["worker_id"])
+                t, traffic, deployment, snapshot,
+                _roles(snapshot["worker_id"], cluster.draining_workers()),
             )
             decision: Decision = policy.step(ScheduledTick(kind, t), tick_input)
             events: list[ScaleEvent] = []
             if decision.targets is not None and not options.no_operation:
                 sink()  # rows of engines about to be removed go out under their own ids
-                events = cluster.set_targets(decision.targets)
+                events = cluster.set_targets(decision.targets, decision.drain)
                 bridge.apply_scale_events(events)
                 sink()
             tick = {
@@ -364,14 +370,19 @@ def run_replay(
 
     wall = time.perf_counter() - wall_start
     summary: dict[str, Any] = ledger.summary()
-    adds = sum(1 for e in cluster.scale_events if e.action == "add")
-    removes = sum(1 for e in cluster.scale_events if e.action == "remove")
+    bridge.apply_scale_events(cluster.take_retired())
+    decided = [e for e in cluster.scale_events if e.decided]
+    adds = sum(1 for e in decided if e.action == "add")
+    removes = sum(1 for e in decided if e.action in ("remove", "drain"))
+    drains = sum(1 for e in decided if e.action == "drain")
     summary.update(
         {
             "gpu_hours": cluster.gpu_seconds / 3600.0,
-            "scale_events": len(cluster.scale_events),
+            "scale_events": len(decided),
             "engines_added": adds,
             "engines_removed": removes,
+            "engines_drained": drains,
+            "requests_failed_scale_down": int(summary["outcomes"].get("failed_engine_removed", 0)),
             "sim_duration_s": t,
             "wall_time_s": wall,
             "requests_per_wall_s": summary["requests_total"] / wall if wall > 0 else None,

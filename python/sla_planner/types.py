@@ -54,6 +54,8 @@ class ThroughputReason(str, Enum):
     SCALE_DOWN_HELD_SLA_VIOLATED = "scale_down_held_sla_violated"
     SIZED_FOR_TTFT_QUEUEING = "sized_for_ttft_queueing"
     SIZED_FOR_ITL_VARIANCE = "sized_for_itl_variance"
+    SCALE_DOWN_HELD_STABILIZATION = "scale_down_held_stabilization"
+    SCALE_DOWN_HELD_STARTING = "scale_down_held_starting"
 
 
 class BudgetAction(str, Enum):
@@ -90,6 +92,17 @@ class TrafficForecast:
     """Prompt tokens already queued at prefill engines, to be cleared within the interval too."""
     isl_buckets: tuple[tuple[float, float], ...] | None = None
     """Shape of the ISL distribution: (bucket upper bound, request count) from the last window."""
+    backlog_clear_s: float | None = None
+    """Seconds over which the backlog is to be cleared (None: the interval)."""
+    arrival_scv: float = 1.0
+    """Burstiness of arrivals (squared coefficient of variation of inter-arrival times; 1 for
+    Poisson) as the prefill queueing model sees it."""
+
+    def backlog_window_s(self) -> float:
+        """The time the backlog is spread over when sizing."""
+        if self.backlog_clear_s is not None and math.isfinite(self.backlog_clear_s):
+            return max(self.backlog_clear_s, self.interval_s)
+        return self.interval_s
 
     def is_trustworthy(self) -> bool:
         """All numbers finite and non-negative, interval positive."""
@@ -115,6 +128,30 @@ class ObservedTraffic:
     request_duration_s: float | None = None
     isl_buckets: tuple[tuple[float, float], ...] | None = None
     """ISL histogram of the window: (upper bound, requests in the bucket), +inf last."""
+    ttft_buckets: tuple[tuple[float, float], ...] | None = None
+    """TTFT histogram of the window: (upper bound in seconds, first tokens in the bucket)."""
+
+    def ttft_share_within(self, target_s: float) -> float | None:
+        """Share of the window's first tokens within ``target_s`` (linear within the bucket that
+        holds the target); None without a histogram or observations."""
+        if not self.ttft_buckets:
+            return None
+        total = sum(c for _, c in self.ttft_buckets)
+        if total <= 0:
+            return None
+        below = 0.0
+        lower = 0.0
+        for upper, count in self.ttft_buckets:
+            if upper <= target_s:
+                below += count
+            elif lower < target_s:
+                if math.isfinite(upper) and upper > lower:
+                    below += count * (target_s - lower) / (upper - lower)
+                break
+            else:
+                break
+            lower = upper
+        return below / total
 
 
 class TickKind(str, Enum):
@@ -139,3 +176,9 @@ class DecisionReason(str, Enum):
     WORKER_COUNT_MISMATCH = "worker_count_mismatch"
     SCALE_DOWN_CAPPED_BY_THROUGHPUT = "scale_down_capped_by_throughput"
     SCALE_DOWN_REFUSED_CONSOLIDATION = "scale_down_refused_consolidation"
+    SCALE_DOWN_HELD_STABILIZATION = "scale_down_held_stabilization"
+    """A pool could shrink, but the capacity was wanted within the stabilisation window."""
+    AWAITING_THROUGHPUT_FLOOR = "awaiting_throughput_floor"
+    """Load loop before the first throughput plan: no scale-down until the floor is known."""
+    CAPPED_BY_BUDGET = "capped_by_budget"
+    """The GPU budget (the last word) kept a pool below what the loops asked for."""

@@ -23,7 +23,8 @@ class BudgetResult:
     action: BudgetAction
     gpus_requested: int
     gpus_used: int
-    max_gpu_budget: int
+    max_gpu_budget: int | None
+    """None: no budget was set."""
 
 
 def _check_floor(min_endpoint: int, gpus_at_floor: int, max_gpu_budget: int) -> None:
@@ -62,15 +63,22 @@ def fit_disagg_to_budget(
     decode_engine_num_gpu: int,
     min_endpoint: int,
     max_gpu_budget: int,
+    *,
+    decode_min: int | None = None,
 ) -> BudgetResult:
-    """Shrink both pools proportionally until prefill + decode GPUs fit in the budget."""
+    """Shrink both pools proportionally until prefill + decode GPUs fit in the budget.
+
+    ``min_endpoint`` is the prefill pool's minimum, and the decode pool's unless ``decode_min``
+    says otherwise.
+    """
+    d_min = min_endpoint if decode_min is None else decode_min
     _check_floor(
         min_endpoint,
-        min_endpoint * (prefill_engine_num_gpu + decode_engine_num_gpu),
+        min_endpoint * prefill_engine_num_gpu + d_min * decode_engine_num_gpu,
         max_gpu_budget,
     )
     prefill = max(prefill, min_endpoint)
-    decode = max(decode, min_endpoint)
+    decode = max(decode, d_min)
     requested = prefill * prefill_engine_num_gpu + decode * decode_engine_num_gpu
     if requested <= max_gpu_budget:
         return BudgetResult(
@@ -83,7 +91,7 @@ def fit_disagg_to_budget(
     # Integer arithmetic: floor(prefill * budget / requested) without float rounding.
     new_prefill = max(min_endpoint, min(prefill, prefill * max_gpu_budget // requested))
     left = max_gpu_budget - new_prefill * prefill_engine_num_gpu
-    new_decode = max(min_endpoint, min(decode, left // decode_engine_num_gpu))
+    new_decode = max(d_min, min(decode, left // decode_engine_num_gpu))
     overflow = new_prefill * prefill_engine_num_gpu + new_decode * decode_engine_num_gpu - max_gpu_budget
     if overflow > 0:
         give_back = -(-overflow // prefill_engine_num_gpu)

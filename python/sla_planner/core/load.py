@@ -9,8 +9,12 @@ and moves each pool by at most one engine:
   under ``sensitivity`` x SLA for ``patience`` consecutive ticks *and* the survivors, absorbing the
   removed engine's share (load x N/(N-1)), are still estimated under the SLA.
 * **Easy targets** (``throughput`` / ``latency``): no regression; prefill looks at queued prompt
-  tokens / context length, decode and aggregated at (scheduled + queued) KV / max KV tokens. Up when
-  any engine crosses the up threshold, down when all are under the down threshold (with patience).
+  tokens / context length, decode and aggregated at (scheduled + queued) KV / max KV tokens, each
+  as the pool's mean. Up when the mean crosses the up threshold, down (with patience) when the
+  mean with one engine fewer would still be under the down threshold.
+
+Each result carries a ``band`` (``over``, ``near``, ``below``): what the engines say about the
+pool's size, which the core records as its recommendation for the stabilisation window.
 
 Throughput-based targets, when that loop is on, are a floor no load decision goes under.
 """
@@ -41,10 +45,14 @@ __all__ = [
 
 F64 = npt.NDArray[np.float64]
 
-#: (prefill up, prefill down, decode up, decode down) per easy target.
+#: (prefill up, prefill down, decode up, decode down) per easy target, on the pool's mean
+#: utilisation: queued prompt tokens per engine / context length (prefill), KV in use or waiting
+#: per engine / KV capacity (decode). The original's levels, except latency's prefill down
+#: threshold: "every queue empty" never holds under load, so the pool only grew; half the up
+#: threshold gives the same hysteresis band as the other pairs.
 EASY_THRESHOLDS: dict[str, tuple[float, float, float, float]] = {
     "throughput": (1.0, 0.1, 1.0, 0.6),
-    "latency": (0.1, 0.0, 0.4, 0.1),
+    "latency": (0.1, 0.05, 0.4, 0.1),
 }
 
 #: Integer role codes used in EngineView.role (unknown engines are -1 and never counted).
@@ -85,6 +93,8 @@ class EngineView:
     q_prefill_tokens: F64
     q_decode_requests: F64
     q_decode_kv: F64
+    names: Any = None
+    """Worker id per row (the snapshot's ``worker_id``) when known: drain choices name them."""
 
     def __len__(self) -> int:
         return int(self.role.shape[0])
@@ -119,6 +129,7 @@ def engine_view_from_snapshot(snapshot: dict[str, Any], roles: Any) -> EngineVie
         q_prefill_tokens=f("queued_sum_prefill_tokens"),
         q_decode_requests=f("queued_num_decode_requests"),
         q_decode_kv=f("queued_sum_decode_kv_tokens"),
+        names=snapshot.get("worker_id"),
     )
 
 
@@ -133,7 +144,7 @@ class LoadSettings:
     isl: float
     osl: float
     min_endpoint: int
-    max_gpu_budget: int
+    max_gpu_budget: int | None
     prefill_engine_num_gpu: int
     decode_engine_num_gpu: int
     sensitivity: float
@@ -152,7 +163,7 @@ class LoadSettings:
             isl=float(cfg.isl),
             osl=float(cfg.osl),
             min_endpoint=int(cfg.min_endpoint),
-            max_gpu_budget=int(cfg.max_gpu_budget),
+            max_gpu_budget=int(cfg.max_gpu_budget) if int(cfg.max_gpu_budget) >= 0 else None,
             prefill_engine_num_gpu=int(cfg.prefill_engine_num_gpu),
             decode_engine_num_gpu=int(cfg.decode_engine_num_gpu),
             sensitivity=float(cfg.load_scaling_down_sensitivity) / 100.0,
@@ -185,6 +196,9 @@ class LoadState:
     """What the load loop carries between ticks."""
 
     regressions: dict[Pool, Any] = field(default_factory=dict)
+    fallbacks: dict[Pool, Any] = field(default_factory=dict)
+    """Decode only: iteration time against KV tokens alone, for when requests and KV move
+    together (a fixed-length workload) and the two-feature fit is singular."""
     below_streak: dict[Pool, int] = field(default_factory=dict)
     last_tick_s: float = -math.inf
 
@@ -210,9 +224,15 @@ def _feed(state: LoadState, view: EngineView, rows: npt.NDArray[np.bool_], pool:
     reg = state.regressions.get(pool)
     if reg is None:
         reg = state.regressions[pool] = _new_regression(pool, settings)
+    fallback = state.fallbacks.get(pool)
+    if fallback is None and pool is Pool.DECODE:
+        fallback = state.fallbacks[pool] = _new_regression(Pool.PREFILL, settings)  # one feature
     fresh = rows & (view.last_seen_s > state.last_tick_s) & (view.wall_time > 0.0)
     if fresh.any():
-        reg.add_many(view.last_seen_s[fresh], _features(view, fresh, pool), view.wall_time[fresh])
+        t, y = view.last_seen_s[fresh], view.wall_time[fresh]
+        reg.add_many(t, _features(view, fresh, pool), y)
+        if fallback is not None:
+            fallback.add_many(t, view.s_decode_kv[fresh], y)
 
 
 def _prefill_ttft_s(coef: F64, queued: F64, isl: float, chunk: int, decode_kv: F64 | None = None) -> F64:
@@ -239,19 +259,35 @@ def _sla_pool(
 ) -> tuple[int | None, DecisionReason, dict[str, Any]]:
     reg = state.regressions[pool]
     fit = reg.fit(now_s)
+    model = "full"
+    if fit is None and reg.last_rejection in ("singular", "negative_slope") and pool in state.fallbacks:
+        kv_fit = state.fallbacks[pool].fit(now_s)
+        if kv_fit is not None:
+            (c0, c_kv), n_kv = kv_fit
+            fit, model = (np.array([c0, 0.0, c_kv]), n_kv), "kv_only"
     if fit is None:
         return None, DecisionReason.INSUFFICIENT_DATA, {"regression": reg.last_rejection}
     coef, n_samples = fit
     coef = np.asarray(coef, dtype=np.float64)
     n = max(current, 1)
     grow = n / (n - 1) if n > 1 else math.inf
-    detail: dict[str, Any] = {"coefficients": coef.tolist(), "samples": int(n_samples)}
+    detail: dict[str, Any] = {"coefficients": coef.tolist(), "samples": int(n_samples), "model": model}
     if pool is Pool.PREFILL:
+        # The wait ahead of a new request is what more engines shorten; its own prefill is not.
+        # Judge the wait against what the SLA leaves after the request's own prefill, and never
+        # against less than (1 - sensitivity) of the SLA: an average prompt that alone takes
+        # most of the SLA must not pin the pool at its size (or grow it) when engines are idle.
         q = view.q_prefill_tokens[rows]
-        est = _prefill_ttft_s(coef, q, settings.isl, caps.max_num_batched_tokens) * 1e3
-        sla = settings.ttft_ms
+        chunk = caps.max_num_batched_tokens
+        own = float(_prefill_ttft_s(coef, np.zeros(1), settings.isl, chunk)[0]) * 1e3
+        wait = _prefill_ttft_s(coef, q, settings.isl, chunk) * 1e3 - own
+        budget = max(settings.ttft_ms - own, (1.0 - settings.sensitivity) * settings.ttft_ms)
+        est = wait / budget
+        sla = 1.0
+        detail["own_prefill_ms"] = own
+        detail["wait_budget_ms"] = budget
         post = (
-            _prefill_ttft_s(coef, q * grow, settings.isl, caps.max_num_batched_tokens) * 1e3
+            (_prefill_ttft_s(coef, q * grow, settings.isl, chunk) * 1e3 - own) / budget
             if n > 1
             else None
         )
@@ -284,21 +320,52 @@ def _sla_pool(
             else:
                 post = None
     detail.update({"estimate_max": float(est.max()), "estimate_min": float(est.min()), "sla": sla})
+    if pool is Pool.PREFILL:
+        ttft_ms = est * detail["wait_budget_ms"] + detail["own_prefill_ms"]
+        detail.update(
+            estimate_max=float(ttft_ms.max()),
+            estimate_min=float(ttft_ms.min()),
+            sla=settings.ttft_ms,
+            wait_ratio_max=float(est.max()),
+        )
+    # The band is the pool's view of its size for the stabilisation record: engines disagree
+    # all the time (one long prompt queued on one of eight), so "near" is the pool's mean.
+    near = bool(est.mean() >= settings.sensitivity * sla)
     if np.all(est > sla):
         state.below_streak[pool] = 0
+        detail["band"] = "over"
         return current + 1, DecisionReason.SCALE_UP, detail
     if np.all(est < settings.sensitivity * sla):
+        if post is None or not np.all(post < sla):
+            state.below_streak[pool] = 0
+            detail["band"] = "near" if near or post is None or bool(np.mean(post) >= sla) else "below"
+            detail["post_consolidation_max"] = None if post is None else float(np.max(post))
+            return current, DecisionReason.SCALE_DOWN_REFUSED_CONSOLIDATION, detail
+        detail["band"] = "below"
         state.below_streak[pool] = state.below_streak.get(pool, 0) + 1
         if state.below_streak[pool] < settings.patience:
             detail["below_streak"] = state.below_streak[pool]
             return current, DecisionReason.NO_CHANGE, detail
-        if post is None or not np.all(post < sla):
-            detail["post_consolidation_max"] = None if post is None else float(np.max(post))
-            return current, DecisionReason.SCALE_DOWN_REFUSED_CONSOLIDATION, detail
         state.below_streak[pool] = 0
         return current - 1, DecisionReason.SCALE_DOWN, detail
     state.below_streak[pool] = 0
+    detail["band"] = "near" if near else "below"
     return current, DecisionReason.NO_CHANGE, detail
+
+
+def easy_utilisation(
+    pool: Pool, view: EngineView, rows: npt.NDArray[np.bool_], caps: EngineCapabilities
+) -> dict[str, float]:
+    """Pool-mean utilisation per easy signal: queued prompt tokens per engine in units of the
+    context length (prefill, agg), KV in use or waiting per engine over its capacity (decode, agg)."""
+    out: dict[str, float] = {}
+    if pool in (Pool.PREFILL, Pool.AGG):
+        out["prefill"] = float(view.q_prefill_tokens[rows].mean()) / max(caps.context_length, 1)
+    if pool in (Pool.DECODE, Pool.AGG):
+        assert caps.max_kv_tokens
+        kv = view.s_decode_kv[rows] + view.q_decode_kv[rows]
+        out["decode"] = float(kv.mean()) / caps.max_kv_tokens
+    return out
 
 
 def _easy_pool(
@@ -310,26 +377,30 @@ def _easy_pool(
     settings: LoadSettings,
     caps: EngineCapabilities,
 ) -> tuple[int | None, DecisionReason, dict[str, Any]]:
+    """Symmetric thresholds on the pool's mean utilisation (see EASY_THRESHOLDS).
+
+    Up when the mean is at or over the up threshold of any signal; down (after ``patience``
+    ticks) when, with one engine fewer carrying the same load (mean x n / (n - 1)), every signal
+    would still be under its down threshold. Between the two bands nothing moves: the gap is the
+    hysteresis that keeps a pool from flapping.
+    """
     p_up, p_down, d_up, d_down = EASY_THRESHOLDS[settings.optimization_target]
-    up = False
-    down = True
-    detail: dict[str, Any] = {}
-    if pool in (Pool.PREFILL, Pool.AGG):
-        ratio = view.q_prefill_tokens[rows] / max(caps.context_length, 1)
-        up |= bool(np.any(ratio >= p_up))
-        down &= bool(np.all(ratio <= 0.0)) if p_down == 0.0 else bool(np.all(ratio < p_down))
-        detail["queued_prefill_ratio_max"] = float(ratio.max())
-    if pool in (Pool.DECODE, Pool.AGG):
-        if not caps.max_kv_tokens:
-            return None, DecisionReason.INSUFFICIENT_DATA, {"missing": "max_kv_tokens"}
-        usage = (view.s_decode_kv[rows] + view.q_decode_kv[rows]) / caps.max_kv_tokens
-        up |= bool(np.any(usage > d_up))
-        down &= bool(np.all(usage < d_down))
-        detail["kv_usage_max"] = float(usage.max())
+    if pool in (Pool.DECODE, Pool.AGG) and not caps.max_kv_tokens:
+        return None, DecisionReason.INSUFFICIENT_DATA, {"missing": "max_kv_tokens"}
+    util = easy_utilisation(pool, view, rows, caps)
+    down_at = {"prefill": p_down, "decode": d_down}
+    n = max(current, 1)
+    after_removal = n / (n - 1) if n > 1 else math.inf
+    # at the prefill level or over the decode level, as the original compares them
+    up = util.get("prefill", -1.0) >= p_up or util.get("decode", -1.0) > d_up
+    down = all(util[k] * after_removal < down_at[k] for k in util)
+    detail: dict[str, Any] = {f"{k}_utilisation": v for k, v in util.items()}
     if up:
         state.below_streak[pool] = 0
+        detail["band"] = "over"
         return current + 1, DecisionReason.SCALE_UP, detail
     if down:
+        detail["band"] = "below"
         state.below_streak[pool] = state.below_streak.get(pool, 0) + 1
         detail["below_streak"] = state.below_streak[pool]
         if state.below_streak[pool] >= settings.patience:
@@ -337,6 +408,7 @@ def _easy_pool(
             return current - 1, DecisionReason.SCALE_DOWN, detail
         return current, DecisionReason.NO_CHANGE, detail
     state.below_streak[pool] = 0
+    detail["band"] = "near"
     return current, DecisionReason.NO_CHANGE, detail
 
 
@@ -406,7 +478,7 @@ def load_step(
     # budget: an increase that would exceed it is refused (never shrink to fit: that is the
     # throughput loop's job at startup; budgets never grow a pool)
     total = sum(settings.gpus(p) * wanted.get(p, int(current.get(p, 0))) for p in settings.pools())
-    if total > settings.max_gpu_budget:
+    if settings.max_gpu_budget is not None and total > settings.max_gpu_budget:
         for pool, target in list(wanted.items()):
             cur = int(current.get(pool, 0))
             if target > cur:

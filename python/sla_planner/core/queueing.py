@@ -6,12 +6,23 @@ but not for a TTFT target: requests wait behind each other, and with heavy-taile
 an M/G/c queue: Poisson arrivals at rate ``lam``, service time S (the profiled TTFT of a prompt)
 with mean ``mean_s`` and squared coefficient of variation ``scv``, ``c`` engines. The probability
 that a request waits is Erlang C; its waiting-time tail is taken from M/M/c with the decay rate
-scaled by ``2 / (1 + scv)`` (the Allen-Cunneen / Kingman correction for general service times):
+scaled by ``2 / (ca2 + scv)`` (the Allen-Cunneen / Kingman correction for general arrivals and
+service times; ``ca2`` is the squared coefficient of variation of inter-arrival times, 1 for
+Poisson):
 
-    P(W > t) ~= C(c, a) * exp(-(c / mean_s - lam) * t * 2 / (1 + scv)),   a = lam * mean_s
+    P(W > t) ~= C(c, a) * exp(-(c / mean_s - lam) * t * 2 / (ca2 + scv)),   a = lam * mean_s
 
-The pool needs the smallest ``c`` whose P(W > ttft_target - mean_s) is at most
-``1 - attainment``.
+Real arrivals are burstier than Poisson (a conversation trace sends requests in batches), and
+the pool is a set of per-engine FIFO queues behind a router, not one shared queue; both lengthen
+waits. :func:`implied_arrival_scv` reads the ``ca2`` that explains an observed mean wait (mean
+TTFT minus mean service), which the planner tracks to calibrate the model online.
+
+A request meets its TTFT when its wait is at most ``ttft_target - S`` for its own service time S,
+so the attainment the pool reaches is the mix, over the ISL histogram's buckets, of
+P(W <= ttft_target - S_b). Requests whose service alone exceeds the target (prompts too long to
+meet it on an idle engine) cannot be helped by more engines and are left out of the share, as
+the evaluation's "feasible" attainment leaves them out. The pool needs the smallest ``c`` whose
+attainment is at least the target.
 
 Decode is sized the same way for ITL: the requests in decode form an M/G/inf population, so the
 batch on each of ``c`` engines is about Poisson with mean ``concurrency / c``; an engine meets the
@@ -32,6 +43,7 @@ __all__ = [
     "service_moments",
     "engines_for_ttft",
     "engines_for_itl",
+    "implied_arrival_scv",
 ]
 
 
@@ -53,24 +65,64 @@ def erlang_c(c: int, a: float) -> float:
     return b / (1.0 - rho + rho * b)
 
 
-def wait_tail(c: int, lam: float, mean_s: float, scv: float, t: float) -> float:
-    """Approximate P(wait > t) for M/G/c; 1.0 when the queue is unstable."""
+def wait_tail(
+    c: int, lam: float, mean_s: float, scv: float, t: float, arrival_scv: float = 1.0
+) -> float:
+    """Approximate P(wait > t) for G/G/c; 1.0 when the queue is unstable."""
     a = lam * mean_s
     if a >= c:
         return 1.0
     if t <= 0.0:
         return erlang_c(c, a)
-    decay = (c / mean_s - lam) * 2.0 / (1.0 + max(scv, 0.0))
+    decay = (c / mean_s - lam) * 2.0 / (max(arrival_scv, 0.0) + max(scv, 0.0))
     return erlang_c(c, a) * math.exp(-decay * t)
+
+
+def implied_arrival_scv(
+    c: int, lam: float, mean_s: float, scv: float, mean_wait_s: float
+) -> float | None:
+    """The arrival SCV for which the model's mean wait, ``C(c, a) * (ca2 + scv) / 2 /
+    (c / mean_s - lam)``, equals ``mean_wait_s``; None when the window says nothing about it
+    (unstable, or too little queueing for the wait to be more than noise: C(c, a) < 0.02)."""
+    if c <= 0 or lam <= 0.0 or mean_s <= 0.0 or not math.isfinite(mean_wait_s):
+        return None
+    a = lam * mean_s
+    if a >= c:
+        return None
+    wait_prob = erlang_c(c, a)
+    if wait_prob < 0.02:
+        return None
+    return 2.0 * max(mean_wait_s, 0.0) * (c / mean_s - lam) / wait_prob - max(scv, 0.0)
 
 
 @dataclass(frozen=True)
 class ServiceMoments:
-    """Mean (s) and squared coefficient of variation of prefill service time per request."""
+    """Mean (s) and squared coefficient of variation of prefill service time per request, and
+    the service-time mix they came from: (service time s, share of requests)."""
 
     mean_s: float
     scv: float
     from_histogram: bool
+    mix: tuple[tuple[float, float], ...] = ()
+
+    def attainment(
+        self, c: int, lam: float, ttft_target_s: float, arrival_scv: float = 1.0
+    ) -> float | None:
+        """Share of feasible requests whose TTFT meets the target with ``c`` engines; None when
+        none is feasible."""
+        mix = self.mix or ((self.mean_s, 1.0),)
+        feasible = [(s, w) for s, w in mix if s < ttft_target_s]
+        total = sum(w for _, w in feasible)
+        if total <= 0.0:
+            return None
+        met = sum(
+            w * (1.0 - wait_tail(c, lam, self.mean_s, self.scv, ttft_target_s - s, arrival_scv))
+            for s, w in feasible
+        )
+        return met / total
+
+
+_SUBPOINTS = 4
 
 
 def service_moments(
@@ -81,8 +133,9 @@ def service_moments(
     """Service-time moments from the ISL histogram of the last window (when there is one).
 
     ``ttft_s_at(isl)`` is the profiled single-request prefill time in seconds. Each bucket
-    ``(upper_bound, count)`` is represented by the geometric middle of its bounds (the first
-    bucket's lower bound is half its upper; the +Inf bucket uses twice the last finite bound).
+    ``(upper_bound, count)`` is spread over four points, log-spaced inside its bounds (the first
+    bucket's lower bound is half its upper; the +Inf bucket spans up to twice the last finite
+    bound), so the mix resolves which requests are too long to meet a target within a bucket.
     Without a usable histogram: the mean ISL's service time and scv 1 (exponential).
     """
     f = ttft_s_at  # callable: isl -> seconds
@@ -90,26 +143,35 @@ def service_moments(
         total = 0.0
         s1 = 0.0
         s2 = 0.0
-        lower = None
-        last_finite = None
+        lower: float | None = None
+        last_finite: float | None = None
+        mix: list[tuple[float, float]] = []
         for upper, count in isl_buckets:
             if math.isfinite(upper):
                 lo = upper / 2.0 if lower is None else lower
-                mid = math.sqrt(max(lo, 1.0) * max(upper, 1.0))
+                hi = upper
                 last_finite = upper
                 lower = upper
             else:
-                mid = 2.0 * (last_finite or max(mean_isl, 1.0))
-            if count > 0:
-                s = float(f(mid))  # type: ignore[operator]
-                total += count
-                s1 += count * s
-                s2 += count * s * s
+                lo = last_finite or max(mean_isl, 1.0)
+                hi = 2.0 * lo
+            if count <= 0:
+                continue
+            lo, hi = max(lo, 1.0), max(hi, 1.0)
+            for k in range(_SUBPOINTS):
+                point = lo * (hi / lo) ** ((k + 0.5) / _SUBPOINTS)
+                s = float(f(point))  # type: ignore[operator]
+                w = count / _SUBPOINTS
+                total += w
+                s1 += w * s
+                s2 += w * s * s
+                mix.append((s, w))
         if total > 0 and s1 > 0:
             mean = s1 / total
             scv = max(s2 / total / (mean * mean) - 1.0, 0.0)
-            return ServiceMoments(mean, scv, True)
-    return ServiceMoments(float(f(mean_isl)), 1.0, False)  # type: ignore[operator]
+            return ServiceMoments(mean, scv, True, tuple((s, w / total) for s, w in mix))
+    mean = float(f(mean_isl))  # type: ignore[operator]
+    return ServiceMoments(mean, 1.0, False, ((mean, 1.0),))
 
 
 def engines_for_ttft(
@@ -118,21 +180,21 @@ def engines_for_ttft(
     ttft_target_s: float,
     attainment: float,
     max_engines: int,
+    arrival_scv: float = 1.0,
 ) -> int | None:
-    """Smallest engine count meeting the TTFT target for ``attainment`` of requests.
+    """Smallest engine count meeting the TTFT target for ``attainment`` of the feasible requests.
 
-    None when no count can (the service time alone exceeds the target) or the answer would
-    exceed ``max_engines``.
+    None when no request is feasible (every service time alone exceeds the target) or the answer
+    would exceed ``max_engines``.
     """
     if lam <= 0.0:
         return 1
-    budget = ttft_target_s - moments.mean_s
-    if budget <= 0.0:
-        return None
-    allowed = 1.0 - attainment
     c = max(1, math.floor(lam * moments.mean_s) + 1)
     while c <= max_engines:
-        if wait_tail(c, lam, moments.mean_s, moments.scv, budget) <= allowed:
+        reached = moments.attainment(c, lam, ttft_target_s, arrival_scv)
+        if reached is None:
+            return None
+        if reached >= attainment:
             return c
         c += 1
     return None

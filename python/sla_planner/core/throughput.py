@@ -93,7 +93,11 @@ class ThroughputSettings:
 
     mode: str = "disagg"
     min_endpoint: int = 1
-    max_gpu_budget: int = 128
+    """Minimum engines of the prefill pool, and of every pool without a minimum of its own."""
+    max_gpu_budget: int | None = 128
+    """None: no budget (a negative max_gpu_budget in the config)."""
+    decode_min_endpoint: int | None = None
+    """Minimum engines of the decode (and aggregated) pool; None: ``min_endpoint``."""
     prefill_engine_num_gpu: int = 1
     decode_engine_num_gpu: int = 1
     itl_ms: float = 30.0
@@ -115,8 +119,11 @@ class ThroughputSettings:
             correction = CorrectionStatus.APPLIED
         return cls(
             mode=cfg.mode,
-            min_endpoint=cfg.min_endpoint,
-            max_gpu_budget=cfg.max_gpu_budget,
+            min_endpoint=int(getattr(cfg, "prefill_min_endpoint", None) or cfg.min_endpoint)
+            if cfg.mode in ("disagg", "prefill")
+            else int(cfg.min_endpoint),
+            max_gpu_budget=int(cfg.max_gpu_budget) if int(cfg.max_gpu_budget) >= 0 else None,
+            decode_min_endpoint=getattr(cfg, "decode_min_endpoint", None),
             prefill_engine_num_gpu=cfg.prefill_engine_num_gpu,
             decode_engine_num_gpu=cfg.decode_engine_num_gpu,
             itl_ms=cfg.itl,
@@ -129,6 +136,18 @@ class ThroughputSettings:
     def pools(self) -> tuple[Pool, ...]:
         """The pools this mode has."""
         return pools_for_mode(self.mode)
+
+    def min_replicas(self, pool: Pool) -> int:
+        """The minimum engine count of ``pool``."""
+        if pool is Pool.PREFILL or self.decode_min_endpoint is None:
+            return self.min_endpoint
+        return self.decode_min_endpoint
+
+    def max_engines(self, engine_num_gpu: int) -> int:
+        """Most engines of ``engine_num_gpu`` GPUs the budget allows (a search bound)."""
+        if self.max_gpu_budget is None:
+            return 100_000
+        return max(self.max_gpu_budget // engine_num_gpu, 1)
 
 
 @dataclass(frozen=True)
@@ -280,8 +299,10 @@ def _prefill_share(
 
     Demand is the forecast's prompt tokens plus the queued backlog, both over the interval.
     """
-    tokens = forecast.num_req * forecast.isl + forecast.backlog_prefill_tokens
-    demand = tokens / forecast.interval_s
+    demand = (
+        forecast.num_req * forecast.isl / forecast.interval_s
+        + forecast.backlog_prefill_tokens / forecast.backlog_window_s()
+    )
     factor = min(1.0, cf.factor) if cf.factor is not None else 1.0
     return demand * factor, model.thpt_per_gpu(forecast.isl), demand
 
@@ -329,7 +350,9 @@ def _decode_demand(forecast: TrafficForecast) -> float:
     """Decode tokens/s: the forecast's requests plus those behind the prefill backlog (which
     reach decode within the interval once prefill drains them), each generating OSL tokens."""
     backlog_requests = forecast.backlog_prefill_tokens / forecast.isl if forecast.isl > 0 else 0.0
-    return (forecast.num_req + backlog_requests) * forecast.osl / forecast.interval_s
+    return (
+        forecast.num_req / forecast.interval_s + backlog_requests / forecast.backlog_window_s()
+    ) * forecast.osl
 
 
 def _propose_prefill(
@@ -339,7 +362,7 @@ def _propose_prefill(
     gpus = settings.prefill_engine_num_gpu
     raw = demand / capacity / gpus
     idle = forecast.num_req == 0 and forecast.backlog_prefill_tokens == 0
-    replicas, reason = _replicas(raw, settings.min_endpoint, idle)
+    replicas, reason = _replicas(raw, settings.min_replicas(Pool.PREFILL), idle)
     queueing: dict[str, Any] = {}
     if settings.ttft_attainment > 0.0 and not idle:
         queued, queueing = _queue_aware_prefill(forecast, model, cf, settings)
@@ -366,9 +389,9 @@ def _queue_aware_prefill(
         lambda isl: model.ttft_ms(isl) / 1e3 * factor, forecast.isl, forecast.isl_buckets
     )
     lam = forecast.num_req / forecast.interval_s
-    cap = max(settings.max_gpu_budget // settings.prefill_engine_num_gpu, 1)
+    cap = settings.max_engines(settings.prefill_engine_num_gpu)
     engines = engines_for_ttft(
-        lam, moments, settings.ttft_ms / 1e3, settings.ttft_attainment, cap
+        lam, moments, settings.ttft_ms / 1e3, settings.ttft_attainment, cap, forecast.arrival_scv
     )
     return engines, {
         "arrival_rate_per_s": lam,
@@ -376,6 +399,7 @@ def _queue_aware_prefill(
         "service_scv": moments.scv,
         "from_isl_histogram": moments.from_histogram,
         "attainment_target": settings.ttft_attainment,
+        "arrival_scv": forecast.arrival_scv,
         "engines": engines,
     }
 
@@ -388,14 +412,14 @@ def _propose_decode(
     gpus = settings.decode_engine_num_gpu
     raw = demand / point.thpt_per_gpu / gpus
     idle = forecast.num_req == 0 and forecast.backlog_prefill_tokens == 0
-    replicas, reason = _replicas(raw, settings.min_endpoint, idle)
+    replicas, reason = _replicas(raw, settings.min_replicas(Pool.DECODE), idle)
     queueing: dict[str, Any] = {}
     if settings.itl_attainment > 0.0 and not idle and point.meets_target:
         # Little: concurrent sequences = tokens/s x seconds per token, per engine and in total.
         itl_s = point.itl_ms / 1e3
         batch_limit = point.thpt_per_gpu * gpus * itl_s
         concurrency = demand * itl_s
-        cap = max(settings.max_gpu_budget // gpus, 1)
+        cap = settings.max_engines(gpus)
         engines = engines_for_itl(concurrency, batch_limit, settings.itl_attainment, replicas, cap)
         queueing = {
             "concurrency": concurrency,
@@ -437,7 +461,7 @@ def _propose_agg(
     gpus = settings.decode_engine_num_gpu
     raw = p_demand / (p_capacity * gpus) + d_demand / (point.thpt_per_gpu * gpus)
     idle = forecast.num_req == 0 and forecast.backlog_prefill_tokens == 0
-    replicas, reason = _replicas(raw, settings.min_endpoint, idle)
+    replicas, reason = _replicas(raw, settings.min_replicas(Pool.AGG), idle)
     if not point.meets_target and reason is ThroughputReason.SIZED_FROM_FORECAST:
         reason = ThroughputReason.ITL_TARGET_UNREACHABLE
     return PoolProposal(
@@ -457,6 +481,34 @@ def _propose_agg(
         decode_kv_usage=point.kv_usage,
         decode_itl_ms=point.itl_ms,
     )
+
+
+def _fit_plan_to_budget(proposals: dict[Pool, PoolProposal], settings: ThroughputSettings) -> BudgetResult:
+    """The budget step of a plan (no budget: every proposal as it is)."""
+    replicas = {p: prop.replicas for p, prop in proposals.items()}
+    assert all(n is not None for n in replicas.values())
+    wanted: dict[Pool, int] = {p: int(n) for p, n in replicas.items() if n is not None}
+    if settings.max_gpu_budget is None:
+        used = sum(_engine_gpus(p, settings) * n for p, n in wanted.items())
+        return BudgetResult(wanted, BudgetAction.WITHIN_BUDGET, used, used, None)
+    if settings.mode == "disagg":
+        return fit_disagg_to_budget(
+            wanted[Pool.PREFILL],
+            wanted[Pool.DECODE],
+            settings.prefill_engine_num_gpu,
+            settings.decode_engine_num_gpu,
+            settings.min_replicas(Pool.PREFILL),
+            settings.max_gpu_budget,
+            decode_min=settings.min_replicas(Pool.DECODE),
+        )
+    ((pool, n),) = wanted.items()
+    return fit_pool_to_budget(
+        pool, n, _engine_gpus(pool, settings), settings.min_replicas(pool), settings.max_gpu_budget
+    )
+
+
+def _engine_gpus(pool: Pool, settings: ThroughputSettings) -> int:
+    return settings.prefill_engine_num_gpu if pool is Pool.PREFILL else settings.decode_engine_num_gpu
 
 
 def plan_throughput(
@@ -517,26 +569,5 @@ def plan_throughput(
             settings,
         )
 
-    if settings.mode == "disagg":
-        prefill = proposals[Pool.PREFILL].replicas
-        decode = proposals[Pool.DECODE].replicas
-        assert prefill is not None and decode is not None
-        budget = fit_disagg_to_budget(
-            prefill,
-            decode,
-            settings.prefill_engine_num_gpu,
-            settings.decode_engine_num_gpu,
-            settings.min_endpoint,
-            settings.max_gpu_budget,
-        )
-    else:
-        (pool,) = pools
-        replicas = proposals[pool].replicas
-        assert replicas is not None
-        gpus = (
-            settings.prefill_engine_num_gpu if pool is Pool.PREFILL else settings.decode_engine_num_gpu
-        )
-        budget = fit_pool_to_budget(
-            pool, replicas, gpus, settings.min_endpoint, settings.max_gpu_budget
-        )
+    budget = _fit_plan_to_budget(proposals, settings)
     return ThroughputPlan(dict(budget.replicas), proposals, corrections, budget, forecast)

@@ -23,10 +23,15 @@ class ConstantPredictor(BasePredictor):
 
 
 class LinearPredictor(BasePredictor):
-    """Least-squares line over the last ``window_size`` points, evaluated one step ahead.
+    """A robust line over the last ``window_size`` points, evaluated one step ahead.
 
-    With fewer than 2 stored points the forecast is the last value. With ``log1p`` the line is
-    fitted to ``log1p(x)`` (exponential growth becomes a line) and the forecast is ``expm1``'d.
+    The line is Theil-Sen: the slope is the median of the slopes between every pair of points and
+    the intercept the median of ``y - slope * x``. Least squares would read one step change of
+    the traffic (a burst starting) as a steep trend and forecast several times the new level for
+    a whole window; the median needs most pairs to agree before it calls anything a trend, and a
+    real ramp still makes them agree. With fewer than 2 stored points the forecast is the last
+    value. With ``log1p`` the line is fitted to ``log1p(x)`` (exponential growth becomes a line)
+    and the forecast is ``expm1``'d.
     """
 
     name = "linear"
@@ -40,8 +45,8 @@ class LinearPredictor(BasePredictor):
     def _forecast(self) -> float:
         y = self.to_fit_space(np.fromiter(self._window, dtype=np.float64))
         n = y.size
-        x_dev = np.arange(n, dtype=np.float64) - (n - 1) / 2.0
-        y_mean = float(y.mean())
-        slope = float(x_dev @ (y - y_mean)) / float(x_dev @ x_dev)
-        # the next point sits at x = n, i.e. (n + 1) / 2 past the mean of 0..n-1
-        return self.from_fit_space(y_mean + slope * (n + 1) / 2.0)
+        x = np.arange(n, dtype=np.float64)
+        i, j = np.triu_indices(n, k=1)
+        slope = float(np.median((y[j] - y[i]) / (x[j] - x[i])))
+        intercept = float(np.median(y - slope * x))
+        return self.from_fit_space(intercept + slope * n)
