@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 import urllib.error
@@ -41,13 +42,21 @@ def free_port() -> int:
 class EtcdServer:
     """One etcd member on 127.0.0.1; ``url`` is its client endpoint."""
 
-    def __init__(self, data_dir: Path, *, extra_args: tuple[str, ...] = (), scheme: str = "http"):
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        extra_args: tuple[str, ...] = (),
+        scheme: str = "http",
+        health_ssl: ssl.SSLContext | None = None,
+    ) -> None:
         self.binary = require_etcd()
         self.data_dir = data_dir
         self.client_port = free_port()
         self.peer_port = free_port()
         self.extra_args = extra_args
         self.scheme = scheme
+        self.health_ssl = health_ssl
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -87,14 +96,10 @@ class EtcdServer:
         raise RuntimeError(f"etcd not healthy after {timeout_s} s: {self.log_tail()}")
 
     def _healthy(self) -> bool:
-        if self.scheme != "http":
-            try:
-                with socket.create_connection(("127.0.0.1", self.client_port), timeout=0.5):
-                    return True
-            except OSError:
-                return False
         try:
-            with urllib.request.urlopen(self.url + "/health", timeout=1.0) as response:
+            with urllib.request.urlopen(
+                self.url + "/health", timeout=1.0, context=self.health_ssl
+            ) as response:
                 return b'"true"' in response.read()
         except (urllib.error.URLError, OSError):
             return False
@@ -104,12 +109,23 @@ class EtcdServer:
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # in case it was paused
         process.send_signal(signal.SIGTERM)
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
+
+    def pause(self) -> None:
+        """SIGSTOP: etcd keeps its sockets but answers nothing (a hung server)."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT after :meth:`pause`."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
 
     def restart(self) -> None:
         """Stop and start again on the same ports and data."""
