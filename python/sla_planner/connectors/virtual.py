@@ -134,7 +134,8 @@ class VirtualConnector:
         try:
             keys = await self.keys()
         except ConnectorError as exc:
-            raise ConnectorError(f"virtual connector ({self.prefix}): read failed: {exc}") from None
+            # same class (EtcdError: unreachable; ConnectorError: a malformed key), with context
+            raise type(exc)(f"virtual connector ({self.prefix}): read failed: {exc}") from None
         seen = self._engines_seen()
         pools: dict[Pool, PoolState] = {}
         rolling: dict[Pool, bool] = {}
