@@ -157,6 +157,11 @@ def test_username_password_authentication_and_token_renewal(tmp_path: Path) -> N
                 await client.put("t5/k", b"v")
                 client._token = "expired-or-revoked"  # etcd rejects it: renewed once
                 assert (await client.get("t5/k")) is not None
+                client._token = "expired-or-revoked"  # the same for a watch
+                start = (await client.get_prefix("t5/")).revision
+                assert (await client.watch_prefix("t5/", start, 5.0)).keys == ("t5/k",)
+                with pytest.raises(EtcdError, match="etcd watch at .*user name is empty"):
+                    await anonymous.watch_prefix("t5/", start, 5.0)
                 with pytest.raises(EtcdError, match="etcd put at .*user name is empty"):
                     await anonymous.put("t5/k", b"v")
                 with pytest.raises(EtcdError, match="authentication as 'root'"):

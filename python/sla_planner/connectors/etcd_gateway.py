@@ -370,8 +370,19 @@ class EtcdClient:
             return reply
 
     async def _watch_stream(self, endpoint: str, body: Mapping[str, Any]) -> WatchResult:
-        if self._username is not None and self._token is None:
-            await self._authenticate(endpoint)
+        """One watch at ``endpoint``; an expired token is renewed once."""
+        for attempt in (0, 1):
+            if self._username is not None and self._token is None:
+                await self._authenticate(endpoint)
+            try:
+                return await self._watch_once(endpoint, body)
+            except _Rejected as exc:
+                if attempt or self._username is None or not exc.auth_expired:
+                    raise
+                self._token = None
+        raise AssertionError("unreachable")
+
+    async def _watch_once(self, endpoint: str, body: Mapping[str, Any]) -> WatchResult:
         headers = {"Authorization": self._token} if self._token else {}
         timeout = aiohttp.ClientTimeout(total=None, connect=self.timeout_s)
         async with self._http().post(
@@ -381,8 +392,8 @@ class EtcdClient:
                 text = await response.text()
                 reply = _json_object(text, endpoint + _API + "/watch", response.status)
                 message = str(reply.get("message") or reply.get("error") or text[:200])
-                if self._username is not None and _Rejected(0, None, message).auth_expired:
-                    self._token = None
+                if 400 <= response.status < 500:
+                    raise _Rejected(response.status, None, message)
                 raise EtcdError(f"HTTP {response.status}: {message}")
             buffer = b""
             async for chunk in response.content.iter_any():
@@ -408,7 +419,8 @@ def _watch_message(line: bytes, endpoint: str) -> WatchResult | None:
     if result.get("canceled"):
         if _int(result.get("compact_revision"), "compact_revision") > 0:
             return WatchResult("compacted")
-        raise EtcdError(f"watch canceled: {result.get('cancel_reason', 'no reason given')}")
+        # refused (authentication, permission): another endpoint would refuse as well
+        raise _Rejected(200, None, str(result.get("cancel_reason") or "watch canceled"))
     events = result.get("events") or ()
     if not events:
         return None  # the "created" confirmation or a progress notification

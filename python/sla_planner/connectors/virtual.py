@@ -58,7 +58,7 @@ from .virtual_wire import (
 if TYPE_CHECKING:
     from ..config import PlannerConfig
 
-__all__ = ["VirtualConnector", "worker_kind"]
+__all__ = ["EnginesReady", "VirtualConnector", "worker_kind"]
 
 #: Engines seen by the planner's own discovery, per pool (None or a missing pool: not known).
 EnginesReady = Callable[[], Mapping[Pool, int] | None]
