@@ -475,12 +475,30 @@ def test_env_vars_override_the_file(tmp_path: Path) -> None:
         "DYN_PARENT_DGD_K8S_NAME": " env-graph ",
         "PROMETHEUS_ENDPOINT": "https://prom.example:9090",
         "PLANNER_PROMETHEUS_PORT": "9091",
+        "ETCD_ENDPOINTS": "http://etcd-0:2379,http://etcd-1:2379",
+        "SCALING_MAX_WAIT_TIME": "600",
     }
     config = PlannerConfig.from_sources(str(path), env=env)
     assert (config.namespace, config.dgd_name) == ("from-env", "env-graph")
     assert config.metric_pulling_prometheus_endpoint == "https://prom.example:9090"
     assert config.metric_reporting_prometheus_port == 9091
+    assert config.virtual_etcd_endpoints == "http://etcd-0:2379,http://etcd-1:2379"
+    assert config.virtual_ack_timeout_s == 600.0
     assert set(ENV_VARS) == set(env)
+
+
+@pytest.mark.parametrize(
+    "variable, value, message",
+    [
+        ("SCALING_MAX_WAIT_TIME", "30min", "environment variable SCALING_MAX_WAIT_TIME"),
+        ("SCALING_MAX_WAIT_TIME", "0", "virtual_ack_timeout_s"),
+        ("ETCD_ENDPOINTS", "etcd-0:2379", "expected http(s)://host:port"),
+    ],
+    ids=["not a number", "zero wait", "endpoint without scheme"],
+)
+def test_bad_virtual_connector_env_values_are_named(variable: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        PlannerConfig.from_sources(None, env={variable: value})
 
 
 def test_blank_env_values_count_as_unset() -> None:

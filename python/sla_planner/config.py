@@ -370,6 +370,28 @@ class PlannerConfig(BaseModel):
         False, description="Advisory mode: decide and report, never scale."
     )
     log_dir: str | None = Field(None, min_length=1, description="Directory for planner log files.")
+    # virtual connector (environment: virtual): decisions in etcd for an external orchestrator
+    virtual_etcd_endpoints: str | None = Field(
+        None,
+        min_length=1,
+        description="Comma-separated etcd URLs (env ETCD_ENDPOINTS); unset: "
+        "http://localhost:2379. Credentials: env ETCD_AUTH_USERNAME/ETCD_AUTH_PASSWORD, "
+        "ETCD_AUTH_CA, ETCD_AUTH_CLIENT_CERT/ETCD_AUTH_CLIENT_KEY.",
+    )
+    virtual_ack_timeout_s: float = Field(
+        1800.0,
+        gt=0,
+        description="Seconds a decision may stay unacknowledged before the next one is written "
+        "anyway; also the longest blocking wait (env SCALING_MAX_WAIT_TIME).",
+    )
+    virtual_blocking: bool = Field(
+        False,
+        description="After writing a decision, wait (at most virtual_ack_timeout_s) for the "
+        "orchestrator to acknowledge it.",
+    )
+    virtual_etcd_timeout_s: float = Field(
+        5.0, gt=0, description="Timeout of each etcd request, per endpoint, in seconds."
+    )
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -383,6 +405,15 @@ class PlannerConfig(BaseModel):
             raise ValueError(f"must be an http(s) URL: {exc}") from None
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http(s) URL such as http://prometheus:9090")
+        return value
+
+    @field_validator("virtual_etcd_endpoints")
+    @classmethod
+    def _check_etcd_endpoints(cls, value: str | None) -> str | None:
+        if value is not None:
+            from .connectors.virtual_wire import parse_endpoints  # no aiohttp import
+
+            parse_endpoints(value)
         return value
 
     @model_validator(mode="after")

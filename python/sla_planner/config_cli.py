@@ -45,12 +45,21 @@ def _env_int(raw: str) -> int:
         raise ValueError("expected an integer") from None
 
 
+def _env_float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError("expected a number") from None
+
+
 #: Environment variable -> (field, parser). Empty or blank values count as unset.
 ENV_VARS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "DYN_NAMESPACE": ("namespace", str),
     "DYN_PARENT_DGD_K8S_NAME": ("dgd_name", str),
     "PROMETHEUS_ENDPOINT": ("metric_pulling_prometheus_endpoint", str),
     "PLANNER_PROMETHEUS_PORT": ("metric_reporting_prometheus_port", _env_int),
+    "ETCD_ENDPOINTS": ("virtual_etcd_endpoints", str),
+    "SCALING_MAX_WAIT_TIME": ("virtual_ack_timeout_s", _env_float),
 }
 
 #: Older flag spellings still accepted, by field.

@@ -14,6 +14,7 @@ __all__ = [
     "ReportDataError",
     "KernelMismatchError",
     "ConnectorError",
+    "EtcdError",
     "SignalError",
 ]
 
@@ -67,6 +68,11 @@ class KernelMismatchError(SlaPlannerError):
 class ConnectorError(SlaPlannerError):
     """The deployment could not be read or written (API error, timeout, unexpected resource);
     the message names the connector, the call and the cause."""
+
+
+class EtcdError(ConnectorError):
+    """etcd could not be reached, timed out or refused a request (virtual connector); the message
+    names the call, the endpoints and the causes."""
 
 
 class SignalError(SlaPlannerError):
