@@ -475,11 +475,13 @@ def test_env_vars_override_the_file(tmp_path: Path) -> None:
         "DYN_PARENT_DGD_K8S_NAME": " env-graph ",
         "PROMETHEUS_ENDPOINT": "https://prom.example:9090",
         "PLANNER_PROMETHEUS_PORT": "9091",
+        "POD_NAMESPACE": "inference",
     }
     config = PlannerConfig.from_sources(str(path), env=env)
     assert (config.namespace, config.dgd_name) == ("from-env", "env-graph")
     assert config.metric_pulling_prometheus_endpoint == "https://prom.example:9090"
     assert config.metric_reporting_prometheus_port == 9091
+    assert config.kube_namespace == "inference"
     assert set(ENV_VARS) == set(env)
 
 

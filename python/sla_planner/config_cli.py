@@ -51,6 +51,7 @@ ENV_VARS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "DYN_PARENT_DGD_K8S_NAME": ("dgd_name", str),
     "PROMETHEUS_ENDPOINT": ("metric_pulling_prometheus_endpoint", str),
     "PLANNER_PROMETHEUS_PORT": ("metric_reporting_prometheus_port", _env_int),
+    "POD_NAMESPACE": ("kube_namespace", str),
 }
 
 #: Older flag spellings still accepted, by field.
