@@ -37,7 +37,7 @@ import yaml
 from aiohttp import web
 
 from ..connectors.kube_dgd import GROUP, KIND, PLURAL, VERSION
-from .kube_store import DGDS, PODS, ApiError, KubeStore, WatchEvent, match_labels
+from .kube_store import DGDS, PODS, ApiError, KubeStore, WatchEvent, match_labels, merge_patch
 
 __all__ = ["KubeApiEmulator"]
 
@@ -67,22 +67,35 @@ def _resource_list(group_version: str, resources: list[dict[str, Any]]) -> dict[
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
 
 
-_DGD_RESOURCES = [
-    {"name": PLURAL, "singularName": "dynamographdeployment", "namespaced": True, "kind": KIND,
-     "shortNames": ["dgd"], "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
-    {"name": f"{PLURAL}/status", "singularName": "", "namespaced": True, "kind": KIND, "verbs": ["get", "patch", "update"]},
-]
-_POD_RESOURCES = [
-    {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod", "shortNames": ["po"],
-     "verbs": ["create", "delete", "get", "list", "patch", "update", "watch"]},
-]
+_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
+
+
+def _res(name: str, kind: str, short: str = "") -> dict[str, Any]:
+    return {"name": name, "singularName": kind.lower(), "namespaced": True, "kind": kind,
+            "verbs": _VERBS, **({"shortNames": [short]} if short else {})}
+
+
+#: group/version -> resources listed by discovery. Only DGDs and pods are served; the other
+#: kinds are listed so ``kubectl apply --dry-run=client -f deploy/`` can map them (and gets 404).
+_DISCOVERY: dict[str, list[dict[str, Any]]] = {
+    "v1": [_res("pods", "Pod", "po"), _res("configmaps", "ConfigMap", "cm"), _res("services", "Service", "svc"),
+           _res("serviceaccounts", "ServiceAccount", "sa")],
+    f"{GROUP}/{VERSION}": [
+        _res(PLURAL, KIND, "dgd"),
+        {"name": f"{PLURAL}/status", "singularName": "", "namespaced": True, "kind": KIND, "verbs": ["get", "patch", "update"]},
+    ],
+    "apps/v1": [_res("deployments", "Deployment", "deploy")],
+    "rbac.authorization.k8s.io/v1": [_res("roles", "Role"), _res("rolebindings", "RoleBinding")],
+    "monitoring.coreos.com/v1": [_res("podmonitors", "PodMonitor"), _res("servicemonitors", "ServiceMonitor")],
+}
 
 
 class KubeApiEmulator:
     """The emulated API server (see the module docstring).
 
     ``namespace`` is where :meth:`apply_dgd` puts resources and what :meth:`write_kubeconfig`
-    selects; ``token`` is the bearer token required (None: no authentication). Pod timing:
+    selects; ``token`` is a bearer token every request must carry (None: no authentication;
+kubectl sends no token over plain HTTP, so set one only for clients that do). Pod timing:
     ``startup_delay_s`` from creation to Ready, ``schedule_delay_s`` to Running with an IP
     (default min(0.1, startup)), ``termination_delay_s`` from deletion to gone. ``pod_network``
     is the CIDR pod IPs come from (on Linux every 127.0.0.0/8 address is loopback, so a
@@ -96,7 +109,7 @@ class KubeApiEmulator:
         namespace: str = "default",
         host: str = "127.0.0.1",
         port: int = 0,
-        token: str | None = "sla-planner-emulator",
+        token: str | None = None,
         startup_delay_s: float = 2.0,
         schedule_delay_s: float | None = None,
         termination_delay_s: float = 0.0,
@@ -121,6 +134,7 @@ class KubeApiEmulator:
         self._failures: list[_Failure] = []
         self._hangs: set[tuple[str, str]] = set()
         self._conflicts = 0
+        self._conflict_patch: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -284,15 +298,34 @@ class KubeApiEmulator:
         with self._lock:
             self._hangs.clear()
 
-    def conflict_next(self, count: int = 1) -> None:
-        """Before each of the next ``count`` DGD patches, another writer changes the DGD (its
-        resource version moves), so a patch with a resourceVersion precondition gets 409."""
+    def conflict_next(self, count: int = 1, patch: dict[str, Any] | None = None) -> None:
+        """Before each of the next ``count`` DGD patches, another writer merge-patches the DGD
+        (``patch``; default: an annotation), so a patch with a resourceVersion precondition gets 409."""
         with self._lock:
             self._conflicts += count
+            self._conflict_patch = patch
+
+    def reset_faults(self) -> None:
+        """Lift every fault switch: forbids, pending failures, hangs, conflicts, pending pods."""
+        with self._lock:
+            self._forbidden.clear()
+            self._failures.clear()
+            self._hangs.clear()
+            self._conflicts = 0
+        for service in list(self.store.settings.pending_forever):
+            self.store.set_pending_forever(False, service)
+        self._wake()
 
     def pending_forever(self, on: bool = True, service: str = "*") -> None:
         """New pods of ``service`` (``*``: all) stay Pending (unschedulable) while on."""
         self.store.set_pending_forever(on, service)
+        self._wake()
+
+    def _wake(self) -> None:
+        """Have the controller re-plan its timer (after a change made outside the loop)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._kick)
 
     def expire_watches(self) -> None:
         """Compact the history and end every open watch: resuming from an older version gets 410."""
@@ -395,16 +428,20 @@ class KubeApiEmulator:
             return {"major": "1", "minor": "32", "gitVersion": "v1.32.0-sla-planner-emulator", "platform": "linux/amd64"}
         if parts == ["api"]:
             return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
-        if parts == ["api", "v1"]:
-            return _resource_list("v1", _POD_RESOURCES)
-        group = {"name": GROUP, "versions": [{"groupVersion": f"{GROUP}/{VERSION}", "version": VERSION}],
-                 "preferredVersion": {"groupVersion": f"{GROUP}/{VERSION}", "version": VERSION}}
+        groups: dict[str, dict[str, Any]] = {}
+        for group_version in _DISCOVERY:
+            if "/" in group_version:
+                group, version = group_version.split("/")
+                ref = {"groupVersion": group_version, "version": version}
+                groups[group] = {"name": group, "versions": [ref], "preferredVersion": ref}
         if parts == ["apis"]:
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [group]}
-        if parts == ["apis", GROUP]:
-            return {"kind": "APIGroup", "apiVersion": "v1", **group}
-        if parts == ["apis", GROUP, VERSION]:
-            return _resource_list(f"{GROUP}/{VERSION}", _DGD_RESOURCES)
+            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": list(groups.values())}
+        if len(parts) == 2 and parts[0] == "apis" and parts[1] in groups:
+            return {"kind": "APIGroup", "apiVersion": "v1", **groups[parts[1]]}
+        group_version = "/".join(parts[1:]) if parts[:1] in (["api"], ["apis"]) else ""
+        if group_version in _DISCOVERY and len(parts) == (2 if parts[0] == "api" else 3):
+            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+                    "resources": _DISCOVERY[group_version]}
         return None
 
     @staticmethod
@@ -455,9 +492,10 @@ class KubeApiEmulator:
         if resource == DGDS and sub is None:
             with self._lock:
                 conflict, self._conflicts = self._conflicts > 0, max(self._conflicts - 1, 0)
+                writer = self._conflict_patch
             if conflict:
-                store.patch(DGDS, namespace, name, {"metadata": {"annotations": {"emulator/concurrent-writer":
-                                                                                str(store.rv)}}})
+                mark = {"metadata": {"annotations": {"emulator/concurrent-writer": str(store.rv)}}}
+                store.patch(DGDS, namespace, name, merge_patch(mark, writer or {}))
         return store.patch(resource, namespace, name, body, status=sub == "status")
 
     @staticmethod

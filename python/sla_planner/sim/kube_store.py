@@ -222,9 +222,11 @@ class KubeStore:
             return [e for e in self.events if e.rv > rv and e.resource == resource and namespace in (None, e.namespace)]
 
     def compact(self) -> None:
-        """Forget the event history: watches resuming from an older version get 410 Gone."""
+        """Forget the event history and move past every version handed out so far: watches
+        resuming from any of them get 410 Gone (a list gives a version to watch from)."""
         with self.lock:
             self.events.clear()
+            self.rv += 1
             self.oldest_rv = self.rv
 
     def create(self, resource: str, namespace: str, obj: dict[str, Any]) -> dict[str, Any]:
