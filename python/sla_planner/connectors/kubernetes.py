@@ -177,6 +177,7 @@ class KubernetesConnector:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="kube-connector")
         self._rollouts: Rollouts = {}
         self._stall_logged: set[tuple[Pool, int]] = set()
+        self._pods_error: str | None = None
         self._apply_lock = asyncio.Lock()
         self._discoveries: list[KubePodDiscovery] = []
         self._closed = False
@@ -264,13 +265,17 @@ class KubernetesConnector:
             raise ConnectorError(f"kubernetes: {self.dgd_ref}: the API server answered with something that is not an object")
         return dgd
 
-    async def _list_pods(self) -> list[PodView]:
-        resp = await self._call(
-            "list", "pods", "", self._core.list_namespaced_pod, self.namespace,
-            label_selector=f"{LABEL_DGD}={self.dgd_name}", _preload_content=False,
+    def _pod_list_body(self, **kwargs: Any) -> bytes:
+        """The raw PodList of this DGD (the body is read here, in the worker thread)."""
+        resp: Any = self._core.list_namespaced_pod(
+            self.namespace, label_selector=f"{LABEL_DGD}={self.dgd_name}", _preload_content=False, **kwargs
         )
+        return bytes(resp.data)
+
+    async def _list_pods(self) -> list[PodView]:
+        body = await self._call("list", "pods", "", self._pod_list_body)
         try:
-            data = json.loads(resp.data)
+            data = json.loads(body)
             items = data["items"]
         except (ValueError, KeyError, TypeError, AttributeError):
             raise ConnectorError(f"kubernetes: list pods in namespace {self.namespace}: the answer is not a PodList") from None
@@ -287,9 +292,11 @@ class KubernetesConnector:
         pods_error = None
         if isinstance(pods_result, BaseException):
             pods, pods_error = None, str(pods_result)
-            log.warning("%s", pods_error)
+            if pods_error != self._pods_error:
+                log.warning("%s (readiness from the DGD status only; no drain marks)", pods_error)
         else:
             pods = pods_result
+        self._pods_error = pods_error
         services = resolve_services(dgd_result, self.pools, self.backend)
         self.services = dict(services)
         state, self._rollouts = deployment_state(
@@ -402,12 +409,12 @@ class KubernetesConnector:
     async def _mark_for_deletion(
         self, pool: Pool, service: str, count: int, request: ScaleRequest, pods: list[PodView] | None
     ) -> list[str]:
-        """Give the first ``count`` chosen pods of ``service`` the lowest deletion costs (idlest
-        first) and clear this planner's older marks; the pods marked."""
+        """Clear this planner's older marks on ``service``'s pods and give the first ``count``
+        chosen pods the lowest deletion costs (idlest first); the pods marked."""
         names = request.drain_instances.get(pool, ())
-        if not names:
-            return []
         if pods is None:
+            if not names:
+                return []
             raise ConnectorError(f"kubernetes: cannot mark pods of {service} for draining: pods could not be listed")
         own = {p.name: p for p in pods if p.service == service and not p.deleting}
         chosen = [n for n in dict.fromkeys(names) if n in own][:count]
