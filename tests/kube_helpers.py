@@ -12,7 +12,7 @@ import pytest
 
 from sla_planner.connectors.kubernetes import KubernetesConnector, load_api_client
 from sla_planner.sim.kube_api import KubeApiEmulator
-from sla_planner.sim.kube_store import example_dgd
+from sla_planner.sim.kube_resources import example_dgd
 from sla_planner.types import Pool
 
 NS = "inference"

@@ -28,7 +28,7 @@ from sla_planner.connectors.kube_dgd import DELETION_COST, DRAIN_MARK
 from sla_planner.connectors.kubernetes import DRAIN_COST_BASE, KubernetesConnector
 from sla_planner.errors import ConfigError, ConnectorError
 from sla_planner.sim.kube_api import KubeApiEmulator
-from sla_planner.sim.kube_store import DGDS
+from sla_planner.sim.kube_resources import DGDS
 from sla_planner.types import Pool
 
 __all__ = ["emulator", "kubeconfig"]  # fixtures

@@ -18,7 +18,7 @@ from sla_planner.connectors.kube_dgd import (
     service_replicas,
 )
 from sla_planner.errors import ConnectorError
-from sla_planner.sim.kube_store import example_dgd, rfc3339
+from sla_planner.sim.kube_resources import example_dgd, rfc3339
 from sla_planner.types import Pool
 
 P, D, A = Pool.PREFILL, Pool.DECODE, Pool.AGG

@@ -17,7 +17,7 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from sla_planner.sim.kube_api import KubeApiEmulator
-from sla_planner.sim.kube_store import match_labels, merge_patch
+from sla_planner.sim.kube_resources import match_labels, merge_patch
 
 __all__ = ["emulator", "kubeconfig"]  # fixtures
 
@@ -289,3 +289,16 @@ def test_standalone_entry_point(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_listeners_see_every_change_in_order(emulator: KubeApiEmulator) -> None:
+    seen: list[tuple[str, str, str]] = []
+    emulator.add_listener(lambda e: seen.append((e.type, e.resource, e.obj["metadata"]["name"])))
+    emulator.add_listener(lambda e: 1 / 0)  # a broken listener does not stop the others
+    deploy(emulator, decode_replicas=1)
+    pod = pod_names(emulator, "Decode")[0]
+    emulator.scale(DGD, "Decode", 0)
+    wait_for(lambda: ("DELETED", "pods", pod) in seen, what="the pod's deletion")
+    mine = [kind for kind, resource, name in seen if name == pod]
+    assert mine[0] == "ADDED" and mine[-1] == "DELETED" and set(mine[1:-1]) == {"MODIFIED"}
+    assert ("ADDED", "dynamographdeployments", DGD) in seen

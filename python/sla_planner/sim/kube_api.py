@@ -12,7 +12,8 @@ Fault switches, for tests and the sandbox: :meth:`KubeApiEmulator.forbid` (403 p
 resource, as RBAC answers), :meth:`~KubeApiEmulator.fail_next` (5xx), :meth:`~KubeApiEmulator.hang`
 (requests that never answer), :meth:`~KubeApiEmulator.conflict_next` (a concurrent writer before
 the next DGD patches), :meth:`~KubeApiEmulator.pending_forever` and
-:meth:`~KubeApiEmulator.expire_watches`.
+:meth:`~KubeApiEmulator.expire_watches` (:meth:`~KubeApiEmulator.reset_faults` lifts them all);
+:meth:`~KubeApiEmulator.add_listener` follows every change (e.g. to run an engine per Ready pod).
 
 Run it in a thread of its own (:meth:`~KubeApiEmulator.start` / :meth:`~KubeApiEmulator.stop`)
 or inside a running event loop (:meth:`~KubeApiEmulator.astart` / :meth:`~KubeApiEmulator.astop`);
@@ -36,23 +37,27 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from ..connectors.kube_dgd import GROUP, KIND, PLURAL, VERSION
-from .kube_store import DGDS, PODS, ApiError, KubeStore, WatchEvent, match_labels, merge_patch
+from ..connectors.kube_dgd import GROUP, KIND, VERSION
+from .kube_resources import (
+    DGDS,
+    PODS,
+    ApiError,
+    WatchEvent,
+    discovery_document,
+    example_dgd,
+    match_labels,
+    merge_patch,
+    route,
+)
+from .kube_faults import FaultSwitches
+from .kube_store import KubeStore
 
-__all__ = ["KubeApiEmulator"]
+__all__ = ["KubeApiEmulator", "example_dgd"]
 
 log = logging.getLogger(__name__)
 
 _MERGE = "application/merge-patch+json"
 _STRATEGIC = "application/strategic-merge-patch+json"
-
-
-@dataclass
-class _Failure:
-    status: int
-    count: int
-    verb: str | None
-    resource: str | None
 
 
 @dataclass(eq=False)
@@ -61,33 +66,6 @@ class _Watcher:
     namespace: str | None
     selector: str | None
     queue: asyncio.Queue[WatchEvent | None]
-
-
-def _resource_list(group_version: str, resources: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version, "resources": resources}
-
-
-_VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"]
-
-
-def _res(name: str, kind: str, short: str = "") -> dict[str, Any]:
-    return {"name": name, "singularName": kind.lower(), "namespaced": True, "kind": kind,
-            "verbs": _VERBS, **({"shortNames": [short]} if short else {})}
-
-
-#: group/version -> resources listed by discovery. Only DGDs and pods are served; the other
-#: kinds are listed so ``kubectl apply --dry-run=client -f deploy/`` can map them (and gets 404).
-_DISCOVERY: dict[str, list[dict[str, Any]]] = {
-    "v1": [_res("pods", "Pod", "po"), _res("configmaps", "ConfigMap", "cm"), _res("services", "Service", "svc"),
-           _res("serviceaccounts", "ServiceAccount", "sa")],
-    f"{GROUP}/{VERSION}": [
-        _res(PLURAL, KIND, "dgd"),
-        {"name": f"{PLURAL}/status", "singularName": "", "namespaced": True, "kind": KIND, "verbs": ["get", "patch", "update"]},
-    ],
-    "apps/v1": [_res("deployments", "Deployment", "deploy")],
-    "rbac.authorization.k8s.io/v1": [_res("roles", "Role"), _res("rolebindings", "RoleBinding")],
-    "monitoring.coreos.com/v1": [_res("podmonitors", "PodMonitor"), _res("servicemonitors", "ServiceMonitor")],
-}
 
 
 class KubeApiEmulator:
@@ -130,16 +108,13 @@ kubectl sends no token over plain HTTP, so set one only for clients that do). Po
         self.store.on_event.append(self._on_store_event)
         self.requests: deque[tuple[str, str, str]] = deque(maxlen=10_000)
         """The latest requests served: (verb, resource, name or '')."""
-        self._forbidden: set[tuple[str, str]] = set()
-        self._failures: list[_Failure] = []
-        self._hangs: set[tuple[str, str]] = set()
-        self._conflicts = 0
-        self._conflict_patch: dict[str, Any] | None = None
-        self._lock = threading.Lock()
+        self.faults = FaultSwitches(namespace)
+        """The fault switches (see :class:`~sla_planner.sim.kube_faults.FaultSwitches`)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._watchers: set[_Watcher] = set()
+        self._listeners: list[Callable[[WatchEvent], None]] = []
         self._stopping: asyncio.Event | None = None
         self._timer: asyncio.TimerHandle | None = None
 
@@ -273,45 +248,32 @@ kubectl sends no token over plain HTTP, so set one only for clients that do). Po
 
     def forbid(self, verb: str, resource: str = "*") -> None:
         """Answer ``verb`` on ``resource`` (``pods``, ``dynamographdeployments``, ``*``) with 403."""
-        with self._lock:
-            self._forbidden.add((verb, resource))
+        self.faults.forbid(verb, resource)
 
     def allow(self, verb: str | None = None, resource: str | None = None) -> None:
-        """Lift :meth:`forbid` rules (all when no argument matches them)."""
-        with self._lock:
-            self._forbidden = {
-                (v, r) for v, r in self._forbidden if not ((verb in (None, v)) and (resource in (None, r)))
-            }
+        """Lift :meth:`forbid` rules (all when no argument is given)."""
+        self.faults.allow(verb, resource)
 
     def fail_next(self, status: int = 500, count: int = 1, verb: str | None = None, resource: str | None = None) -> None:
         """Answer the next ``count`` matching requests with HTTP ``status``."""
-        with self._lock:
-            self._failures.append(_Failure(status, count, verb, resource))
+        self.faults.fail_next(status, count, verb, resource)
 
     def hang(self, verb: str = "*", resource: str = "*") -> None:
         """Matching requests get no answer until :meth:`release` (or stop)."""
-        with self._lock:
-            self._hangs.add((verb, resource))
+        self.faults.hang(verb, resource)
 
     def release(self) -> None:
         """Answer hung requests and stop hanging new ones."""
-        with self._lock:
-            self._hangs.clear()
+        self.faults.release()
 
     def conflict_next(self, count: int = 1, patch: dict[str, Any] | None = None) -> None:
         """Before each of the next ``count`` DGD patches, another writer merge-patches the DGD
         (``patch``; default: an annotation), so a patch with a resourceVersion precondition gets 409."""
-        with self._lock:
-            self._conflicts += count
-            self._conflict_patch = patch
+        self.faults.conflict_next(count, patch)
 
     def reset_faults(self) -> None:
         """Lift every fault switch: forbids, pending failures, hangs, conflicts, pending pods."""
-        with self._lock:
-            self._forbidden.clear()
-            self._failures.clear()
-            self._hangs.clear()
-            self._conflicts = 0
+        self.faults.reset()
         for service in list(self.store.settings.pending_forever):
             self.store.set_pending_forever(False, service)
         self._wake()
@@ -348,7 +310,17 @@ kubectl sends no token over plain HTTP, so set one only for clients that do). Po
         for watcher in list(self._watchers):
             if watcher.resource == event.resource and watcher.namespace in (None, event.namespace):
                 watcher.queue.put_nowait(event)
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:  # noqa: BLE001 - a listener's bug must not stop the controller
+                log.exception("kube API emulator listener failed on %s %s", event.type, event.resource)
         self._kick()
+
+    def add_listener(self, callback: Callable[[WatchEvent], None]) -> None:
+        """Call ``callback(event)`` for every change (pods and DGDs), on the emulator's event loop,
+        in order (e.g. to start a simulated engine when its pod turns Ready)."""
+        self._listeners.append(callback)
 
     def _kick(self) -> None:
         """Reconcile now and schedule the next timed pod transition."""
@@ -367,98 +339,39 @@ kubectl sends no token over plain HTTP, so set one only for clients that do). Po
     def _json(body: Any, status: int = 200) -> web.Response:
         return web.Response(text=json.dumps(body), status=status, content_type="application/json")
 
-    def _hanging(self, verb: str, resource: str) -> bool:
-        with self._lock:
-            return any(v in ("*", verb) and r in ("*", resource) for v, r in self._hangs)
-
-    def _fault(self, verb: str, resource: str, name: str, namespace: str | None) -> web.Response | None:
-        """The answer the fault switches give this request, if any."""
-        with self._lock:
-            self.requests.append((verb, resource, name))
-            if any(v in ("*", verb) and r in ("*", resource) for v, r in self._forbidden):
-                group = GROUP if resource == DGDS else ""
-                where = f' in the namespace "{namespace}"' if namespace else " at the cluster scope"
-                noun = f'{resource}{"." + group if group else ""}' + (f' "{name}"' if name else "")
-                err = ApiError(403, "Forbidden", f"{noun} is forbidden: "
-                               f'User "system:serviceaccount:{self.namespace}:planner" cannot {verb} resource '
-                               f'"{resource}" in API group "{group}"{where}', {"name": name, "kind": resource})
-                return self._json(err.status(), 403)
-            for failure in self._failures:
-                if failure.count > 0 and failure.verb in (None, verb) and failure.resource in (None, resource):
-                    failure.count -= 1
-                    err = ApiError(failure.status, "InternalError" if failure.status == 500 else "ServiceUnavailable",
-                                   f"injected failure {failure.status} for {verb} {resource}")
-                    return self._json(err.status(), failure.status)
-        return None
-
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         if self.token is not None and request.headers.get("Authorization") != f"Bearer {self.token}":
             return self._json(ApiError(401, "Unauthorized", "Unauthorized").status(), 401)
         parts = [p for p in request.path.split("/") if p]
-        static = self._discovery(parts)
+        static = discovery_document(parts)
         if static is not None:
             return self._json(static)
-        route = self._route(parts)
-        if route is None:
-            return self._json(ApiError(404, "NotFound", f"the server could not find the requested resource ({request.path})").status(), 404)
-        resource, namespace, name, sub = route
+        target = route(parts)
+        if target is None:
+            missing = ApiError(404, "NotFound", f"the server could not find the requested resource ({request.path})")
+            return self._json(missing.status(), 404)
+        resource, namespace, name, sub = target
         watch = request.query.get("watch") in ("true", "1")
         verb = {
             "GET": "watch" if watch else ("get" if name else "list"), "PATCH": "patch", "POST": "create",
             "PUT": "update", "DELETE": "delete",
         }.get(request.method, request.method.lower())
         assert self._stopping is not None
-        while self._hanging(verb, resource) and not self._stopping.is_set():
+        self.requests.append((verb, resource, name or ""))
+        while self.faults.hanging(verb, resource) and not self._stopping.is_set():
             await asyncio.sleep(0.05)
-        response = self._fault(verb, resource, name or "", namespace)
-        if response is not None:
-            return response
+        fault = self.faults.answer(verb, resource, name or "", namespace)
+        if fault is not None:
+            return self._json(fault.status(), fault.code)
         try:
             if verb == "watch":
                 return await self._watch(request, resource, namespace)
             return self._json(await self._serve(request, verb, resource, namespace, name, sub))
         except ApiError as err:
             return self._json(err.status(), err.code)
-
-    @staticmethod
-    def _discovery(parts: list[str]) -> dict[str, Any] | None:
-        if parts in (["healthz"], ["readyz"], ["livez"]):
-            return {"status": "ok"}
-        if parts == ["version"]:
-            return {"major": "1", "minor": "32", "gitVersion": "v1.32.0-sla-planner-emulator", "platform": "linux/amd64"}
-        if parts == ["api"]:
-            return {"kind": "APIVersions", "versions": ["v1"], "serverAddressByClientCIDRs": []}
-        groups: dict[str, dict[str, Any]] = {}
-        for group_version in _DISCOVERY:
-            if "/" in group_version:
-                group, version = group_version.split("/")
-                ref = {"groupVersion": group_version, "version": version}
-                groups[group] = {"name": group, "versions": [ref], "preferredVersion": ref}
-        if parts == ["apis"]:
-            return {"kind": "APIGroupList", "apiVersion": "v1", "groups": list(groups.values())}
-        if len(parts) == 2 and parts[0] == "apis" and parts[1] in groups:
-            return {"kind": "APIGroup", "apiVersion": "v1", **groups[parts[1]]}
-        group_version = "/".join(parts[1:]) if parts[:1] in (["api"], ["apis"]) else ""
-        if group_version in _DISCOVERY and len(parts) == (2 if parts[0] == "api" else 3):
-            return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
-                    "resources": _DISCOVERY[group_version]}
-        return None
-
-    @staticmethod
-    def _route(parts: list[str]) -> tuple[str, str | None, str | None, str | None] | None:
-        """(resource, namespace, name, subresource) of a resource path."""
-        if parts[:2] == ["api", "v1"]:
-            rest, resource = parts[2:], PODS
-        elif parts[:3] == ["apis", GROUP, VERSION]:
-            rest, resource = parts[3:], DGDS
-        else:
-            return None
-        namespace = None
-        if len(rest) >= 2 and rest[0] == "namespaces":
-            namespace, rest = rest[1], rest[2:]
-        if not rest or rest[0] != resource or len(rest) > 3:
-            return None
-        return resource, namespace, rest[1] if len(rest) > 1 else None, rest[2] if len(rest) > 2 else None
+        except Exception as exc:  # noqa: BLE001 - answer like an API server, never a bare 500 page
+            log.exception("kube API emulator: %s %s failed", request.method, request.path)
+            return self._json(ApiError(500, "InternalError", f"emulator error: {exc!r}").status(), 500)
 
     async def _serve(
         self, request: web.Request, verb: str, resource: str, namespace: str | None, name: str | None, sub: str | None
@@ -490,9 +403,7 @@ kubectl sends no token over plain HTTP, so set one only for clients that do). Po
                            f"accepted media types include: {_MERGE}" + (f", {_STRATEGIC}" if resource == PODS else ""))
         body = await self._body(request)
         if resource == DGDS and sub is None:
-            with self._lock:
-                conflict, self._conflicts = self._conflicts > 0, max(self._conflicts - 1, 0)
-                writer = self._conflict_patch
+            conflict, writer = self.faults.take_conflict()
             if conflict:
                 mark = {"metadata": {"annotations": {"emulator/concurrent-writer": str(store.rv)}}}
                 store.patch(DGDS, namespace, name, merge_patch(mark, writer or {}))
@@ -577,8 +488,6 @@ kubectl sends no token over plain HTTP, so set one only for clients that do). Po
 def main(argv: list[str] | None = None) -> int:
     """``python -m sla_planner.sim.kube_api``: serve until interrupted."""
     import argparse
-
-    from .kube_store import example_dgd
 
     parser = argparse.ArgumentParser(prog="python -m sla_planner.sim.kube_api", description=__doc__.split("\n")[0])
     parser.add_argument("--port", type=int, default=0)

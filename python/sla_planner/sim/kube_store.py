@@ -19,9 +19,8 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
 from ..connectors.kube_dgd import (
@@ -33,98 +32,9 @@ from ..connectors.kube_dgd import (
     LABEL_SUB_COMPONENT,
     VERSION,
 )
+from .kube_resources import DGDS, LABEL_COMPONENT_TYPE, PODS, ApiError, WatchEvent, match_labels, merge_patch, rfc3339
 
-__all__ = ["ApiError", "WatchEvent", "KubeStore", "match_labels", "merge_patch", "rfc3339", "example_dgd"]
-
-PODS = "pods"
-DGDS = "dynamographdeployments"
-LABEL_COMPONENT_TYPE = "nvidia.com/dynamo-component-type"
-
-
-class ApiError(Exception):
-    """An API failure with its HTTP status, Status ``reason`` and message."""
-
-    def __init__(self, code: int, reason: str, message: str, details: dict[str, Any] | None = None) -> None:
-        super().__init__(message)
-        self.code, self.reason, self.message, self.details = code, reason, message, details or {}
-
-    def status(self) -> dict[str, Any]:
-        """The ``Status`` object the API server answers with."""
-        return {
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "details": self.details, "code": self.code,
-        }
-
-
-@dataclass(frozen=True)
-class WatchEvent:
-    """One change: ``ADDED``, ``MODIFIED`` or ``DELETED`` of an object at resource version ``rv``."""
-
-    rv: int
-    type: str
-    resource: str
-    namespace: str
-    obj: dict[str, Any]
-
-
-def rfc3339(t: float) -> str:
-    """Wall time as the API server writes timestamps (seconds, UTC)."""
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """RFC 7386 JSON merge patch: objects merge, ``null`` deletes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return copy.deepcopy(patch)
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-def _split_selector(text: str) -> Iterator[str]:
-    depth, start = 0, 0
-    for i, ch in enumerate(text):
-        depth += ch == "("
-        depth -= ch == ")"
-        if ch == "," and depth == 0:
-            yield text[start:i].strip()
-            start = i + 1
-    yield text[start:].strip()
-
-
-def match_labels(selector: str | None, labels: dict[str, str]) -> bool:
-    """Whether ``labels`` satisfy a label selector (``k=v``, ``k==v``, ``k!=v``, ``k``, ``!k``,
-    ``k in (a,b)``, ``k notin (a,b)``); ApiError 400 for one it cannot parse."""
-    for req in _split_selector(selector or ""):
-        if not req:
-            continue
-        if " in " in req or " notin " in req:
-            negate = " notin " in req
-            key, _, rest = req.partition(" notin " if negate else " in ")
-            rest = rest.strip()
-            if not (rest.startswith("(") and rest.endswith(")")):
-                raise ApiError(400, "BadRequest", f"unable to parse requirement: {req!r}")
-            values = {v.strip() for v in rest[1:-1].split(",")}
-            if (labels.get(key.strip()) in values) == negate:
-                return False
-        elif "!=" in req:
-            key, _, value = req.partition("!=")
-            if labels.get(key.strip()) == value.strip():
-                return False
-        elif "=" in req:
-            key, _, value = req.replace("==", "=").partition("=")
-            if labels.get(key.strip()) != value.strip():
-                return False
-        elif req.startswith("!"):
-            if req[1:].strip() in labels:
-                return False
-        elif req not in labels:
-            return False
-    return True
+__all__ = ["KubeStore"]
 
 
 @dataclass
@@ -526,42 +436,3 @@ class KubeStore:
             new = copy.deepcopy(dgd)
             new["status"] = status
             self._record("MODIFIED", DGDS, new)
-
-
-def example_dgd(
-    name: str,
-    *,
-    backend: str = "vllm",
-    prefill_replicas: int = 1,
-    decode_replicas: int = 1,
-    gpus_per_engine: int = 1,
-    dp_size: int = 1,
-    fpm_port: int | None = None,
-    legacy_names: bool = False,
-) -> dict[str, Any]:
-    """A disaggregated DGD manifest: Frontend plus prefill and decode workers (declared with
-    ``subComponentType``, or only by the backend's legacy service names)."""
-    names = {"vllm": ("VllmPrefillWorker", "VllmDecodeWorker"), "sglang": ("prefill", "decode"),
-             "trtllm": ("TRTLLMPrefillWorker", "TRTLLMDecodeWorker")}[backend]
-    envs = [] if fpm_port is None else [{"name": "DYN_FORWARDPASS_METRIC_PORT", "value": str(fpm_port)}]
-
-    def worker(sub: str, replicas: int) -> dict[str, Any]:
-        svc: dict[str, Any] = {
-            "componentType": "worker", "replicas": replicas, "resources": {"limits": {"gpu": str(gpus_per_engine)}},
-            "envs": envs,
-            "extraPodSpec": {"mainContainer": {"image": f"dynamo-{backend}:emulated",
-                                               "args": ["--model", "example", "--data-parallel-size", str(dp_size)]}},
-        }
-        if not legacy_names:
-            svc["subComponentType"] = sub
-        return svc
-
-    prefill_name, decode_name = ("Prefill", "Decode") if not legacy_names else names
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": KIND, "metadata": {"name": name},
-        "spec": {"backendFramework": backend, "services": {
-            "Frontend": {"componentType": "frontend", "replicas": 1},
-            prefill_name: worker("prefill", prefill_replicas),
-            decode_name: worker("decode", decode_replicas),
-        }},
-    }
