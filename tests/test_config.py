@@ -477,6 +477,7 @@ def test_env_vars_override_the_file(tmp_path: Path) -> None:
         "PLANNER_PROMETHEUS_PORT": "9091",
         "ETCD_ENDPOINTS": "http://etcd-0:2379,http://etcd-1:2379",
         "SCALING_MAX_WAIT_TIME": "600",
+        "POD_NAMESPACE": "inference",
     }
     config = PlannerConfig.from_sources(str(path), env=env)
     assert (config.namespace, config.dgd_name) == ("from-env", "env-graph")
@@ -484,6 +485,7 @@ def test_env_vars_override_the_file(tmp_path: Path) -> None:
     assert config.metric_reporting_prometheus_port == 9091
     assert config.virtual_etcd_endpoints == "http://etcd-0:2379,http://etcd-1:2379"
     assert config.virtual_ack_timeout_s == 600.0
+    assert config.kube_namespace == "inference"
     assert set(ENV_VARS) == set(env)
 
 

@@ -392,6 +392,25 @@ class PlannerConfig(BaseModel):
     virtual_etcd_timeout_s: float = Field(
         5.0, gt=0, description="Timeout of each etcd request, per endpoint, in seconds."
     )
+    # kubernetes connector
+    kube_namespace: str | None = Field(
+        None,
+        min_length=1,
+        description="Kubernetes namespace of the graph deployment (env POD_NAMESPACE); unset: the "
+        "service account's namespace, else the kubeconfig context's, else 'default'.",
+    )
+    kube_request_timeout_s: float = Field(
+        10.0, gt=0, description="Seconds one Kubernetes API call may take before it counts as failed."
+    )
+    kube_rollout_timeout_s: float = Field(
+        900.0,
+        gt=0,
+        description="Seconds a scale may stay unfinished (pods Pending or not Ready) before the "
+        "planner stops waiting for it and plans with the Ready engines.",
+    )
+    kube_conflict_retries: int = Field(
+        3, ge=0, description="Re-reads and retries of a replica write refused with 409 Conflict."
+    )
 
     # -- validation ---------------------------------------------------------------------------
 

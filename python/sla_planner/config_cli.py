@@ -60,6 +60,7 @@ ENV_VARS: Mapping[str, tuple[str, Callable[[str], object]]] = {
     "PLANNER_PROMETHEUS_PORT": ("metric_reporting_prometheus_port", _env_int),
     "ETCD_ENDPOINTS": ("virtual_etcd_endpoints", str),
     "SCALING_MAX_WAIT_TIME": ("virtual_ack_timeout_s", _env_float),
+    "POD_NAMESPACE": ("kube_namespace", str),
 }
 
 #: Older flag spellings still accepted, by field.
