@@ -405,3 +405,23 @@ def test_the_token_never_appears_in_errors(tmp_path: Path) -> None:
         run(go())
     assert "HTTP 401" in str(info.value) and "s3cret" not in str(info.value)
 
+
+
+@pytest.mark.parametrize(
+    ("overrides", "timeout_s", "deadline_s"),
+    [
+        ({}, 3.0, 9.0),  # throughput only, 60 s ticks: 3 attempts' worth
+        ({"throughput_adjustment_interval": 4}, 2.0, 2.0),  # half the tick
+        ({"enable_load_scaling": True, "load_adjustment_interval": 2}, 1.0, 1.0),  # the load tick is shorter
+        ({"prometheus_timeout_s": 0.5}, 0.5, 1.5),
+    ],
+    ids=["default", "short-ticks", "load-ticks", "short-timeout"],
+)
+def test_retries_end_within_half_the_shortest_tick(overrides: dict[str, Any], timeout_s: float, deadline_s: float) -> None:
+    from sla_planner.config import PlannerConfig
+
+    cfg = PlannerConfig.from_sources(None, env={"PROMETHEUS_ENDPOINT": "http://prom:9090"}, overrides={
+        "optimization_target": "sla", "model_name": "m", "namespace": "n", **overrides})
+    src = PrometheusTraffic.from_config(cfg)
+    assert (src.client.settings.timeout_s, src.deadline_s) == (timeout_s, deadline_s)
+    assert (src.client.settings.url, src.model, src.dynamo_namespace) == ("http://prom:9090", "m", "n")

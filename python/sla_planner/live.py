@@ -356,12 +356,17 @@ class LiveAdapter:
         for kind, message in record.input_errors.items():
             LoopStats._count(s.input_errors, kind)
             log.warning("%s tick: %s input unknown: %s", record.tick.kind.value, kind, message)
-        if record.apply is not None:
-            LoopStats._count(s.applies, record.apply.status.value)
-            level = logging.WARNING if record.apply.status is ApplyStatus.FAILED else logging.INFO
-            targets = {p.value: n for p, n in (record.decision.targets or {}).items()}
-            log.log(level, "decision %s (%s) %s: %s %s", record.apply.decision_id, record.decision.reason.value,
-                    targets, record.apply.status.value, record.apply.detail)
+        decision = record.decision
+        current = {p.value: n for p, n in (record.tick_input.current or {}).items()} or None
+        if record.apply is None:
+            log.info("%s tick: %s (replicas %s)", record.tick.kind.value, decision.reason.value, current)
+            return
+        LoopStats._count(s.applies, record.apply.status.value)
+        level = logging.WARNING if record.apply.status is ApplyStatus.FAILED else logging.INFO
+        targets = {p.value: n for p, n in (decision.targets or {}).items()}
+        log.log(level, "%s tick: %s %s -> %s: decision %s %s%s", record.tick.kind.value, decision.reason.value,
+                current, targets, record.apply.decision_id, record.apply.status.value,
+                f" ({record.apply.detail})" if record.apply.detail else "")
 
     # ------------------------------------------------------------------ the loop
     async def _sleep_until(self, deadline_mono: float) -> None:

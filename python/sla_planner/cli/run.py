@@ -53,8 +53,9 @@ class RunArgs:
     fpm_discovery_file: str | None = None
     fpm_role: str = "decode"
     fpm_stale_after_s: float = 30.0
-    connector: str | None = None
-    """``memory:P,D`` / ``memory:N``; None: the config's ``environment``."""
+    connector: Any = None
+    """``memory:P,D`` / ``memory:N``, a Connector object (in-process use), or None: the
+    connector of the config's ``environment``."""
     policy: str = "planner"
     max_kv_tokens: int | None = None
     max_num_batched_tokens: int = 8192
@@ -123,10 +124,15 @@ def _import_connector_module(environment: str) -> Any:
         ) from None
 
 
-async def build_connector(cfg: Any, spec: str | None, env: Mapping[str, str]) -> Any:
-    """``memory:P,D`` / ``memory:N`` when ``spec`` is given, else the config's environment's
-    connector (``KubernetesConnector`` / ``VirtualConnector.from_config(cfg, env)``)."""
+async def build_connector(cfg: Any, spec: Any, env: Mapping[str, str]) -> Any:
+    """``memory:P,D`` / ``memory:N`` when ``spec`` is that text, ``spec`` itself when it is a
+    Connector, else the config's environment's connector
+    (``KubernetesConnector`` / ``VirtualConnector.from_config(cfg, env)``)."""
+    from ..connectors.base import Connector
+
     pools = pools_for_mode(cfg.mode)
+    if isinstance(spec, Connector):
+        return spec
     if spec is not None:
         kind, _, body = spec.partition(":")
         if kind != "memory" or not body:
@@ -152,15 +158,16 @@ async def build_connector(cfg: Any, spec: str | None, env: Mapping[str, str]) ->
     return connector
 
 
-def _kubernetes_discovery(connector: Any, cfg: Any, env: Mapping[str, str]) -> Any:
+def _connector_discovery(connector: Any, cfg: Any, args: RunArgs, env: Mapping[str, str]) -> Any:
+    """The deployment's own engine discovery: ``connector.engine_discovery()`` when the connector
+    has one, else (environment kubernetes) ``KubernetesDiscovery.from_config(cfg, env)``."""
     method = getattr(connector, "engine_discovery", None)
     if callable(method):
         return method()
-    module = _import_connector_module("kubernetes")
-    cls = getattr(module, "KubernetesDiscovery", None)
-    if cls is None:
+    if args.connector is not None or cfg.environment != "kubernetes":
         return None
-    return cls.from_config(cfg, env)
+    cls = getattr(_import_connector_module("kubernetes"), "KubernetesDiscovery", None)
+    return None if cls is None else cls.from_config(cfg, env)
 
 
 def _discovery(cfg: Any, args: RunArgs, connector: Any, env: Mapping[str, str]) -> Any:
@@ -178,8 +185,8 @@ def _discovery(cfg: Any, args: RunArgs, connector: Any, env: Mapping[str, str]) 
         if files.last_error is not None:
             raise ConfigError(f"--fpm-discovery-file: {files.last_error}")
         sources.append(files)
-    if not sources and args.connector is None and cfg.environment == "kubernetes":
-        pods = _kubernetes_discovery(connector, cfg, env)
+    if not sources:
+        pods = _connector_discovery(connector, cfg, args, env)
         if pods is not None:
             sources.append(pods)
     if not sources:
@@ -205,6 +212,12 @@ async def run_planner(cfg: Any, args: RunArgs, env: Mapping[str, str] | None = N
     from ..signals.fpm_subscriber import FpmSubscriber
 
     env = os.environ if env is None else env
+    if cfg.throughput_metrics_source != "frontend":
+        raise ConfigError(
+            f"throughput_metrics_source={cfg.throughput_metrics_source!r}: sla-planner run reads traffic from the "
+            "frontend's dynamo_frontend_* series (the router source serves pool-local planners of a global-planner "
+            "deployment, which run does not drive); set it to 'frontend'"
+        )
     policy = build_policy(cfg, args)
     intervals = policy.intervals()
     observers: list[Any] = []
@@ -249,7 +262,6 @@ async def run_planner(cfg: Any, args: RunArgs, env: Mapping[str, str] | None = N
         if traffic is not None:
             await traffic.close()
         raise
-    _announce(cfg, args, connector, traffic, subscriber)
     return await _serve(cfg, args, adapter, subscriber, traffic, policy, warm_up_from_history)
 
 
@@ -264,7 +276,8 @@ async def _serve(cfg: Any, args: RunArgs, adapter: Any, subscriber: Any, traffic
             pass
     try:
         if subscriber is not None:
-            subscriber.start()
+            await asyncio.to_thread(subscriber.start)
+        _announce(cfg, adapter.connector, traffic, subscriber)
         forecaster = getattr(policy, "forecaster", None)
         windows = history_windows(cfg) if args.history_windows is None else args.history_windows
         if traffic is not None and forecaster is not None and not cfg.load_predictor_warmup_trace and windows > 0:
@@ -288,7 +301,7 @@ def _on_signal(adapter: Any, sig: int) -> None:
     adapter.stop()
 
 
-def _announce(cfg: Any, args: RunArgs, connector: Any, traffic: Any, subscriber: Any) -> None:
+def _announce(cfg: Any, connector: Any, traffic: Any, subscriber: Any) -> None:
     parts = [f"connector {connector.name}"]
     parts.append("traffic from " + cfg.metric_pulling_prometheus_endpoint if traffic is not None else "no traffic loop")
     parts.append(f"{len(subscriber.endpoints()) if subscriber is not None else 0} FPM endpoint(s)")
@@ -309,10 +322,33 @@ def _summarise(stats: Any) -> None:
     )
 
 
+def _log_to_dir(log_dir: str) -> None:
+    """Also write the planner's INFO-and-above log to ``log_dir/sla-planner-run.log``; the
+    terminal keeps the verbosity ``-v`` chose."""
+    from pathlib import Path
+
+    path = Path(log_dir) / "sla-planner-run.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handler = logging.FileHandler(path, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"log_dir: cannot write {path} ({exc.strerror or exc})") from None
+    handler.setLevel(logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    for existing in root.handlers:
+        if existing.level == logging.NOTSET:
+            existing.setLevel(root.level)
+    root.setLevel(min(root.level, logging.INFO))
+    root.addHandler(handler)
+
+
 def _run(ns: argparse.Namespace) -> int:
     from ..config import config_from_args
 
     cfg = config_from_args(ns)
+    if cfg.log_dir is not None:
+        _log_to_dir(cfg.log_dir)
     asyncio.run(run_planner(cfg, RunArgs.from_namespace(ns)))
     return 0
 

@@ -216,13 +216,16 @@ class PrometheusTraffic:
     @classmethod
     def from_config(cls, cfg: Any) -> PrometheusTraffic:
         """From PlannerConfig: endpoint, model name, namespace, token, CA bundle, timeouts."""
-        timeout_s = float(cfg.prometheus_timeout_s)
-        shortest = min(float(cfg.throughput_adjustment_interval), float(cfg.load_adjustment_interval))
+        shortest = float(cfg.throughput_adjustment_interval)
+        if cfg.enable_load_scaling:
+            shortest = min(shortest, float(cfg.load_adjustment_interval))
+        # retries end within half the shortest tick interval, so a slow Prometheus never
+        # delays the next tick
+        deadline_s = min(3.0 * float(cfg.prometheus_timeout_s), 0.5 * shortest)
         settings = PromSettings(
             url=cfg.metric_pulling_prometheus_endpoint,
-            timeout_s=timeout_s,
-            # retries end well inside a tick so a slow Prometheus never delays the next one
-            deadline_s=max(timeout_s, min(3.0 * timeout_s, 0.5 * shortest)),
+            timeout_s=min(float(cfg.prometheus_timeout_s), deadline_s),
+            deadline_s=deadline_s,
             bearer_token=cfg.prometheus_bearer_token,
             bearer_token_file=cfg.prometheus_bearer_token_file,
             ca_bundle=cfg.prometheus_ca_bundle,
