@@ -177,6 +177,23 @@ def test_engines_join_and_leave_with_the_discovery_file(tmp_path: Path) -> None:
         b.stop()
 
 
+# ------------------------------------------------------------------ engines -> instances (drain)
+def test_workers_map_to_the_instance_their_endpoint_names() -> None:
+    a, b = mock("decode", 2, "wa"), mock("decode", 1, "wb")
+    a.start()
+    b.start()
+    try:
+        named = [EngineEndpoint(ep, "decode", "pod-a") for ep in a.endpoints]
+        with FpmSubscriber(kernels.FpmIngestor(), StaticDiscovery([*named, *endpoints_of(b, "decode")]),
+                           poll_interval_s=0.02) as sub:
+            wait_for(lambda: {("wa", 0), ("wa", 1), ("wb", 0)} <= set(engines_seen(sub)), what="three ranks")
+            assert sub.instances_of(["wa", "wb", "nobody"]) == {"wa": "pod-a"}  # wb's endpoint names none
+            assert sub.instances_of([]) == {}
+    finally:
+        a.stop()
+        b.stop()
+
+
 # ------------------------------------------------------------------ garbage on the wire
 def test_garbage_is_counted_and_good_engines_keep_flowing(raw_pub: tuple[zmq.Socket[Any], str]) -> None:
     pub, garbage_endpoint = raw_pub
