@@ -99,3 +99,10 @@ def test_unreachable_engines_are_not_a_start_up_error_and_log_dir_gets_the_log(t
 def test_history_windows_cover_what_the_predictor_needs(predictor: str, overrides: dict[str, Any], windows: int) -> None:
     cfg = PlannerConfig.from_sources(None, env={}, overrides={"load_predictor": predictor, **overrides})
     assert run_cli.history_windows(cfg) == windows
+
+
+def test_a_start_up_error_leaves_no_decision_log_behind(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    log = tmp_path / "decisions.jsonl"
+    assert main(["run", "--connector", "memory:1", *LOAD_ONLY, "--decisions-out", str(log)]) == 2
+    assert "load-based scaling reads engine metrics" in capsys.readouterr().err
+    assert not log.exists()

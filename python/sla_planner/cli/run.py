@@ -220,19 +220,16 @@ async def run_planner(cfg: Any, args: RunArgs, env: Mapping[str, str] | None = N
         )
     policy = build_policy(cfg, args)
     intervals = policy.intervals()
-    observers: list[Any] = []
-    if args.decisions_out is not None:
-        from ..observe.decision_log import DecisionLog
-
-        observers.append(DecisionLog(args.decisions_out))
-    observers.extend(args.observers)
     traffic = None
     if TickKind.THROUGHPUT in intervals:
-        from ..signals.prometheus import PrometheusTraffic
-
+        try:
+            from ..signals.prometheus import PrometheusTraffic
+        except ModuleNotFoundError as exc:
+            raise ConfigError(f"reading traffic from Prometheus needs {exc.name!r}: pip install 'sla-planner[live]'") from None
         traffic = PrometheusTraffic.from_config(cfg)
     connector = await build_connector(cfg, args.connector, env)
     subscriber = None
+    observers: list[Any] = []
     try:
         discovery = _discovery(cfg, args, connector, env)
         if discovery is None and TickKind.LOAD in intervals:
@@ -243,6 +240,11 @@ async def run_planner(cfg: Any, args: RunArgs, env: Mapping[str, str] | None = N
         if discovery is not None:
             ingestor = kernels.FpmIngestor(history_len=10, stale_after_s=args.fpm_stale_after_s)
             subscriber = FpmSubscriber(ingestor, discovery)
+        if args.decisions_out is not None:  # opened last: a start-up error leaves no file behind
+            from ..observe.decision_log import DecisionLog
+
+            observers.append(DecisionLog(args.decisions_out))
+        observers.extend(args.observers)
         adapter = LiveAdapter(
             policy,
             connector,
