@@ -180,3 +180,24 @@ def test_a_failed_apply_is_recorded_as_failed_never_as_applied(stack: Stack, tmp
     assert applied and all(a["status"] == "failed" and "injected fault" in a["detail"] for a in applied)
     assert connector.current() == {P: 1, D: 1} and connector.history == []
     assert stats.applies == {"failed": len(applied)}
+
+
+def test_a_restarted_planner_warms_its_predictors_from_prometheus_history(stack: Stack) -> None:
+    from sla_planner.live import warm_up_from_history
+    from sla_planner.predict import predictors_from_config
+    from sla_planner.signals.prometheus import PrometheusTraffic
+
+    cfg = PlannerConfig.from_sources(None, env={}, overrides=stack.config(load_predictor="constant"))
+    traffic = PrometheusTraffic.from_config(cfg)
+    forecaster = predictors_from_config(cfg)
+
+    async def go() -> int:
+        try:  # the three windows before the one the first tick will read
+            return await warm_up_from_history(forecaster, traffic.history, 2.0, 3, time.time() - 2.0, 5.0)
+        finally:
+            await traffic.close()
+
+    assert asyncio.run(go()) == 3
+    forecast = forecaster.forecast()
+    assert forecast.num_req == pytest.approx(RATE_RPS * 2.0, rel=0.5)  # ~80 requests per 2 s window
+    assert forecast.isl == pytest.approx(3000) and forecast.osl == pytest.approx(150)
