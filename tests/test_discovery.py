@@ -170,6 +170,21 @@ def test_discovery_text_formats(suffix: str, text: str) -> None:
 
 @pytest.mark.parametrize(
     ("suffix", "text"),
+    [
+        (".json", json.dumps([{"endpoint": e, "role": r, "instance": f"pod-{i}"} for i, (e, r) in enumerate(GOOD)])),
+        (".yaml", "".join(f"- {{endpoint: '{e}', role: {r}, instance: pod-{i}}}\n" for i, (e, r) in enumerate(GOOD))),
+        ("", "".join(f"{r} {e} pod-{i}  # rank 0\n" for i, (e, r) in enumerate(GOOD))),
+    ],
+    ids=["json", "yaml", "lines"],
+)
+def test_discovery_entries_may_name_the_instance(suffix: str, text: str) -> None:
+    endpoints = parse_discovery_text(text, "f", suffix=suffix)
+    assert as_pairs(endpoints) == GOOD
+    assert [ep.instance for ep in endpoints] == [f"pod-{i}" for i in range(len(GOOD))]
+
+
+@pytest.mark.parametrize(
+    ("suffix", "text"),
     [(".json", ""), (".yaml", ""), ("", ""), ("", "# nothing here\n\n"), (".yaml", "[]"), (".json", "[]")],
     ids=["empty-json", "empty-yaml", "empty-lines", "only-comments", "yaml-empty-list", "json-empty-list"],
 )
@@ -190,15 +205,16 @@ def test_empty_discovery_text_means_no_engines(suffix: str, text: str) -> None:
         (".json", '[{"endpoint": 5, "role": "decode"}]', r"entry \[0\]: endpoint must be a string"),
         (".yaml", "- endpoint: tcp://h:1\n  role: [decode\n", "invalid YAML at line"),
         (".yaml", "- endpoint: tcp://h:1\n  role: router\n", r"entry \[0\]: .*role must be one of"),
-        ("", "decode tcp://h:1\nprefill\n", "f line 2: expected 'ROLE ENDPOINT'"),
+        ("", "decode tcp://h:1\nprefill\n", "f line 2: expected 'ROLE ENDPOINT \\[INSTANCE\\]'"),
         ("", "decode tcp://h:1\n\nrouter tcp://h:2\n", "f line 3: .*role must be one of"),
-        ("", "decode tcp://h:1 extra\n", "f line 1: expected 'ROLE ENDPOINT'"),
+        ("", "decode tcp://h:1 pod-a extra\n", "f line 1: expected 'ROLE ENDPOINT \\[INSTANCE\\]'"),
+        (".json", '[{"endpoint": "tcp://h:1", "role": "decode", "instance": ""}]', r"entry \[0\]: .*instance must be"),
         ("", "decode tcp://h:1\nprefill tcp://h:1\n", "tcp://h:1 is listed twice"),
     ],
     ids=[
         "json-syntax", "json-not-list", "json-entry-not-object", "json-no-role", "json-no-endpoint",
         "json-bad-port", "json-endpoint-not-string", "yaml-syntax", "yaml-bad-role", "lines-one-token",
-        "lines-bad-role", "lines-three-tokens", "duplicate",
+        "lines-bad-role", "lines-four-tokens", "json-empty-instance", "duplicate",
     ],
 )
 def test_discovery_text_errors_name_the_place(suffix: str, text: str, message: str) -> None:

@@ -177,6 +177,23 @@ def test_engines_join_and_leave_with_the_discovery_file(tmp_path: Path) -> None:
         b.stop()
 
 
+# ------------------------------------------------------------------ engines -> instances (drain)
+def test_workers_map_to_the_instance_their_endpoint_names() -> None:
+    a, b = mock("decode", 2, "wa"), mock("decode", 1, "wb")
+    a.start()
+    b.start()
+    try:
+        named = [EngineEndpoint(ep, "decode", "pod-a") for ep in a.endpoints]
+        with FpmSubscriber(kernels.FpmIngestor(), StaticDiscovery([*named, *endpoints_of(b, "decode")]),
+                           poll_interval_s=0.02) as sub:
+            wait_for(lambda: {("wa", 0), ("wa", 1), ("wb", 0)} <= set(engines_seen(sub)), what="three ranks")
+            assert sub.instances_of(["wa", "wb", "nobody"]) == {"wa": "pod-a"}  # wb's endpoint names none
+            assert sub.instances_of([]) == {}
+    finally:
+        a.stop()
+        b.stop()
+
+
 # ------------------------------------------------------------------ garbage on the wire
 def test_garbage_is_counted_and_good_engines_keep_flowing(raw_pub: tuple[zmq.Socket[Any], str]) -> None:
     pub, garbage_endpoint = raw_pub
@@ -191,6 +208,9 @@ def test_garbage_is_counted_and_good_engines_keep_flowing(raw_pub: tuple[zmq.Soc
                 return ("probe", 0) in engines_seen(sub)
 
             wait_for(probe_seen, what="the garbage publisher's handshake")
+            # Under load the mock engine's first forward pass can arrive after the garbage has
+            # been handled: wait for it before indexing it (this was the flake).
+            wait_for(lambda: ("good", 0) in engines_seen(sub), what="the good engine's first forward pass")
             base = sub.counters()
             valid = kernels.encode_fpm(record("probe", 2))
             garbage: list[list[bytes]] = [
@@ -210,8 +230,12 @@ def test_garbage_is_counted_and_good_engines_keep_flowing(raw_pub: tuple[zmq.Soc
             for frames in garbage:
                 pub.send_multipart(frames)
             pub.send_multipart([b"probe", seq(11), kernels.encode_fpm(record("probe", 999))])  # sentinel
-            wait_for(lambda: sub.snapshot()["counter_id"][list(sub.snapshot()["worker_id"]).index("probe")] == 999,
-                     what="the sentinel after the garbage")
+
+            def sentinel_seen() -> bool:
+                snap = sub.snapshot()  # one snapshot: rows may be added between two
+                return bool(snap["counter_id"][list(snap["worker_id"]).index("probe")] == 999)
+
+            wait_for(sentinel_seen, what="the sentinel after the garbage")
 
             c = sub.counters()
             assert c["bad_frames"] - base["bad_frames"] == 4

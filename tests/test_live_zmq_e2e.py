@@ -1,5 +1,5 @@
 """End to end over real ZMQ on loopback: mock engines publish FPM, the subscriber ingests it,
-the live loop decides with the same core as replay, and a connector starts and stops engines.
+the live adapter decides with the same core as replay, and a connector starts and stops engines.
 
 A burst saturates the decode engines' KV; the planner (easy latency target) adds an engine;
 when the burst is over it removes one only after the patience window.
@@ -7,6 +7,7 @@ when the burst is over it removes one only after the patience window.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from sla_planner.config import PlannerConfig
 from sla_planner.connectors import InMemoryConnector
 from sla_planner.core.load import EngineCapabilities
 from sla_planner.core.planner import PlannerCore
-from sla_planner.live import LiveLoop
+from sla_planner.live import LiveAdapter
 from sla_planner.signals import FileDiscovery, FpmSubscriber
 from sla_planner.signals.mock_engine import MockEngine
 from sla_planner.types import DecisionReason, Pool, TickKind
@@ -84,19 +85,23 @@ def test_burst_scales_up_then_down_after_patience(tmp_path: Path) -> None:
     connector = InMemoryConnector({D: 2}, on_apply=deployment.resize)
     subscriber = FpmSubscriber(kernels.FpmIngestor(10, 3.0), FileDiscovery(deployment.path),
                                refresh_interval_s=0.2)
+    reasons: list[DecisionReason] = []
+
+    async def plan() -> None:
+        adapter = LiveAdapter(core, connector, engines=subscriber)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:
+            await asyncio.to_thread(subscriber.refresh)
+            record = await adapter.tick(TickKind.LOAD)
+            reasons.append(record.decision.reason)
+            if DecisionReason.SCALE_DOWN in reasons:
+                break
+            await asyncio.sleep(0.3)
+
     try:
         with subscriber:
-            loop = LiveLoop(core, connector, engines=subscriber)
             wait_until(lambda: len(subscriber.snapshot()["worker_id"]) == 4, 10, "4 engine ranks")
-            reasons: list[DecisionReason] = []
-            deadline = time.monotonic() + 40
-            while time.monotonic() < deadline:
-                subscriber.refresh()
-                d = loop.tick(TickKind.LOAD, time.time())
-                reasons.append(d.reason)
-                if DecisionReason.SCALE_DOWN in reasons:
-                    break
-                time.sleep(0.3)
+            asyncio.run(plan())
     finally:
         deployment.stop()
     assert DecisionReason.SCALE_UP in reasons, reasons

@@ -411,6 +411,27 @@ class PlannerConfig(BaseModel):
     kube_conflict_retries: int = Field(
         3, ge=0, description="Re-reads and retries of a replica write refused with 409 Conflict."
     )
+    # live operation (`sla-planner run`): reading frontend traffic from Prometheus
+    prometheus_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        le=600,
+        description="Seconds one Prometheus request may take; retries end within a tick.",
+    )
+    prometheus_bearer_token: str | None = Field(
+        None,
+        min_length=1,
+        repr=False,
+        description="Bearer token sent to Prometheus (never logged; prefer the token file).",
+    )
+    prometheus_bearer_token_file: str | None = Field(
+        None,
+        min_length=1,
+        description="File holding the Prometheus bearer token, re-read on every request.",
+    )
+    prometheus_ca_bundle: str | None = Field(
+        None, min_length=1, description="CA bundle (PEM) that verifies an https Prometheus."
+    )
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -613,6 +634,9 @@ class PlannerConfig(BaseModel):
         return not self.no_correction and not self.enable_load_scaling
 
     def to_public_dict(self) -> dict[str, Any]:
-        """All fields as JSON-safe values."""
-        return self.model_dump(mode="json")
+        """All fields as JSON-safe values (secrets shown as ``"<redacted>"``)."""
+        data = self.model_dump(mode="json")
+        if data.get("prometheus_bearer_token") is not None:
+            data["prometheus_bearer_token"] = "<redacted>"
+        return data
 

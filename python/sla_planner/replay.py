@@ -22,7 +22,7 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from .connectors.base import DeploymentState, PoolState
+from .connectors.base import ApplyResult, ApplyStatus, DeploymentState, PoolState
 from .core.load import role_codes
 from .core.planner import Decision, Policy, ScheduledTick
 from .sim import _kernel as K
@@ -30,8 +30,9 @@ from .sim.cluster import ScaleEvent, SimCluster
 from .sim.fpm_bridge import SimFpmBridge
 from .sim.frontend import FrontendCounters, FrontendEmulator
 from .sim.ledger import RequestLedger
-from .ticks import build_tick_input
-from .types import ObservedTraffic, Pool, TickKind
+from .observe.decision_log import decision_record, finite_or_none, json_line
+from .ticks import TickRecord, build_tick_input
+from .types import Pool, TickKind
 
 __all__ = ["ReplayOptions", "ReplayResult", "run_replay", "deployment_state"]
 
@@ -141,19 +142,6 @@ class _Arrivals:
         return self._count
 
 
-def _observed_record(o: ObservedTraffic | None) -> dict[str, Any] | None:
-    if o is None:
-        return None
-    return {
-        "num_req": o.num_req,
-        "isl": o.isl,
-        "osl": o.osl,
-        "ttft_ms": o.ttft_ms,
-        "itl_ms": o.itl_ms,
-        "request_duration_s": o.request_duration_s,
-    }
-
-
 def _pools(d: dict[Pool, int]) -> dict[str, int]:
     return {p.value: int(n) for p, n in d.items()}
 
@@ -209,31 +197,6 @@ def _engine_samples(cluster: SimCluster, t: float) -> list[dict[str, Any]]:
             }
         )
     return out
-
-
-def _json_line(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, allow_nan=False, default=_json_default)
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (np.floating,)):
-        return float(obj)
-    if hasattr(obj, "value"):
-        return obj.value
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
-
-
-def _finite_or_none(obj: Any) -> Any:
-    """Replace NaN/inf with None recursively so logs are strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    return obj
 
 
 def run_replay(
@@ -313,48 +276,39 @@ def run_replay(
             traffic = FrontendEmulator.window(last_snapshot[kind], snap)
             last_snapshot[kind] = snap
             deployment = deployment_state(cluster)
-            current, ready = deployment.current(), deployment.ready()
             snapshot = bridge.snapshot(t)
             tick_input = build_tick_input(
                 t, traffic, deployment, snapshot,
                 _roles(snapshot["worker_id"], cluster.draining_workers()),
             )
-            decision: Decision = policy.step(ScheduledTick(kind, t), tick_input)
+            scheduled = ScheduledTick(kind, t)
+            decision: Decision = policy.step(scheduled, tick_input)
             events: list[ScaleEvent] = []
-            if decision.targets is not None and not options.no_operation:
-                sink()  # rows of engines about to be removed go out under their own ids
-                events = cluster.set_targets(decision.targets, decision.drain)
-                bridge.apply_scale_events(events)
-                sink()
-            tick = {
-                "t_s": t,
-                "kind": kind.value,
-                "reason": decision.reason.value,
-                "replicas": _pools(cluster.counts()),
-                "ready": _pools(ready),
-                "before": _pools(current),
-                "targets": None if decision.targets is None else _pools(decision.targets),
-                "observed": _observed_record(traffic),
-                "forecast": None
-                if decision.forecast is None
-                else {
-                    "num_req": decision.forecast.num_req,
-                    "isl": decision.forecast.isl,
-                    "osl": decision.forecast.osl,
-                },
-                "gpus": cluster.gpus_in_use(),
-                "gpu_hours": cluster.gpu_seconds / 3600.0,
-                "frontend_waiting": cluster.frontend_waiting,
-                "in_flight": cluster.in_flight,
-            }
-            ticks.append(tick)
+            applied: ApplyResult | None = None
+            if decision.targets is not None:
+                if options.no_operation:
+                    applied = ApplyResult(ApplyStatus.ADVISORY)
+                else:
+                    sink()  # rows of engines about to be removed go out under their own ids
+                    events = cluster.set_targets(decision.targets, decision.drain)
+                    bridge.apply_scale_events(events)
+                    sink()
+                    applied = ApplyResult(ApplyStatus.APPLIED)
+            record = decision_record(TickRecord(scheduled, tick_input, decision, deployment, applied))
+            record.update(
+                {
+                    "replicas": _pools(cluster.counts()),
+                    "gpus": cluster.gpus_in_use(),
+                    "gpu_hours": cluster.gpu_seconds / 3600.0,
+                    "frontend_waiting": cluster.frontend_waiting,
+                    "in_flight": cluster.in_flight,
+                }
+            )
+            ticks.append({k: v for k, v in record.items() if k not in ("pool_reasons", "detail")})
             engines.extend(_engine_samples(cluster, t))
             if decisions_file is not None:
-                record: dict[str, Any] = dict(tick)
-                record["pool_reasons"] = {p.value: r for p, r in decision.pool_reasons.items()}
-                record["detail"] = decision.detail
                 record["events"] = [_event_record(e) for e in events]
-                decisions_file.write(_json_line(_finite_or_none(record)) + "\n")
+                decisions_file.write(json_line(record) + "\n")
         progress.update(t, finished)
         if not arrivals.pending:
             if cluster.in_flight == 0 and cluster.frontend_waiting == 0:
@@ -393,16 +347,16 @@ def run_replay(
             "advisory": options.no_operation,
         }
     )
-    summary = _finite_or_none(summary)
+    summary = finite_or_none(summary)
     report: dict[str, Any] = {
         "title": options.title,
         "generated_by": "sla-planner",
         "summary": summary,
         "sla": {"ttft_ms": options.ttft_target_ms, "itl_ms": options.itl_target_ms},
         "pools": [p.value for p in cluster.settings.pools()],
-        "ticks": _finite_or_none(ticks),
+        "ticks": finite_or_none(ticks),
         "engines": engines,
-        "requests_sample": _finite_or_none(sample),
+        "requests_sample": finite_or_none(sample),
         "scale_events": [_event_record(e) for e in cluster.scale_events],
     }
     result = ReplayResult(summary, ticks, report)

@@ -29,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .fpm import add_fpm_parsers
     from .plan import add_plan_parser
     from .replay import add_replay_parsers
+    from .run import add_run_parser
     from .validate import add_validate_parser
 
     add_plan_parser(sub)
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_replay_parsers(sub)
     add_fpm_parsers(sub)
     add_bench_parser(sub)
+    add_run_parser(sub)
     return parser
 
 

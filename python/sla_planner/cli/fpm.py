@@ -54,7 +54,7 @@ def add_fpm_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     w.add_argument("--endpoints", action="append", default=[], metavar="ENDPOINTS",
                    help="comma-separated endpoints (repeatable)")
     w.add_argument("--discovery-file", default=None, metavar="FILE",
-                   help="file listing endpoints (JSON/YAML list of {endpoint, role}, or 'ROLE ENDPOINT' lines), "
+                   help="file listing endpoints (JSON/YAML list of {endpoint, role[, instance]}, or 'ROLE ENDPOINT [INSTANCE]' lines), "
                         "re-read when it changes")
     w.add_argument("--role", choices=_ROLES, default="decode",
                    help="role of --endpoints items without a ROLE= prefix (default: decode)")

@@ -44,12 +44,17 @@ def _sim_pools(mode: str) -> tuple[Pool, ...]:
     raise ConfigError(f"mode: replay simulates 'disagg' or 'agg' deployments, not {mode!r}")
 
 
-def make_policy(spec: str, cfg: Any, models: Any, capabilities: Any = None) -> Any:
-    """`planner`, `static:P,D` / `static:N`, or `python:module:Class` (constructed with the config)."""
+def make_policy(
+    spec: str, cfg: Any, models: Any, capabilities: Any = None, pools: tuple[Pool, ...] | None = None
+) -> Any:
+    """`planner`, `static:P,D` / `static:N`, or `python:module:Class` (constructed with the config).
+
+    ``pools`` defaults to the pools the simulator supports for ``cfg.mode``.
+    """
     from ..core.planner import PlannerCore, StaticPolicy
     from ..predict import predictors_from_config
 
-    pools = _sim_pools(cfg.mode)
+    pools = _sim_pools(cfg.mode) if pools is None else pools
     if spec == "planner":
         forecaster = predictors_from_config(cfg) if cfg.enable_throughput_scaling else None
         return PlannerCore(cfg, forecaster, models.prefill, models.decode, capabilities)

@@ -6,8 +6,9 @@ current set; the FPM subscriber connects to new endpoints and drops the ones tha
 
 Sources: :class:`StaticDiscovery` (a fixed list), :class:`FileDiscovery` (a file re-read when it
 changes) and :class:`MergedDiscovery` (the union of several). A file is a JSON or YAML list of
-``{"endpoint": ..., "role": ...}`` objects, or plain lines ``ROLE ENDPOINT`` (``#`` starts a
-comment). A file that cannot be read or parsed keeps the previous set and records the problem
+``{"endpoint": ..., "role": ..., "instance": ...}`` objects (``instance``, optional, names the
+engine's pod: what a scale-down drains), or plain lines ``ROLE ENDPOINT [INSTANCE]`` (``#``
+starts a comment). A file that cannot be read or parsed keeps the previous set and records the problem
 in ``last_error``; ``poll`` never raises.
 
 On the command line, :func:`parse_endpoint_list` reads ``tcp://h:p[,tcp://h:p...]`` where any
@@ -181,7 +182,11 @@ def _entries_from_structured(data: Any, where: str) -> list[EngineEndpoint]:
             if key not in entry:
                 raise ConfigError(f"{at} has no {key!r}")
         try:
-            out.append(EngineEndpoint(validate_endpoint(entry["endpoint"]), _validate_role(entry["role"], at)))
+            out.append(
+                EngineEndpoint(
+                    validate_endpoint(entry["endpoint"]), _validate_role(entry["role"], at), entry.get("instance")
+                )
+            )
         except ConfigError as exc:
             raise ConfigError(f"{at}: {exc}") from None
     return out
@@ -195,10 +200,11 @@ def _entries_from_lines(text: str, where: str) -> list[EngineEndpoint]:
             continue
         at = f"{where} line {number}"
         parts = line.split()
-        if len(parts) != 2:
-            raise ConfigError(f"{at}: expected 'ROLE ENDPOINT', got {line!r}")
+        if len(parts) not in (2, 3):
+            raise ConfigError(f"{at}: expected 'ROLE ENDPOINT [INSTANCE]', got {line!r}")
         try:
-            out.append(EngineEndpoint(validate_endpoint(parts[1]), _validate_role(parts[0], at)))
+            instance = parts[2] if len(parts) == 3 else None
+            out.append(EngineEndpoint(validate_endpoint(parts[1]), _validate_role(parts[0], at), instance))
         except ConfigError as exc:
             raise ConfigError(f"{at}: {exc}") from None
     return out

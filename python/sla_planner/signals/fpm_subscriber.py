@@ -24,7 +24,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
@@ -215,6 +215,23 @@ class FpmSubscriber:
         """Role of every engine seen on a current endpoint."""
         with self._lock:
             return {key: self._desired[ep].role for key, ep in self._endpoint_of.items() if ep in self._desired}
+
+    def instances_of(self, worker_ids: Iterable[str]) -> dict[str, str]:
+        """Deployment-side instance (pod) of each worker id whose endpoint names one.
+
+        Every rank of a worker publishes from the same instance; ids without a known instance
+        (not seen yet, or discovery gives no instance names) are left out.
+        """
+        wanted = set(worker_ids)
+        out: dict[str, str] = {}
+        with self._lock:
+            for (worker_id, _rank), endpoint in self._endpoint_of.items():
+                if worker_id not in wanted or worker_id in out:
+                    continue
+                ep = self._desired.get(endpoint)
+                if ep is not None and ep.instance is not None:
+                    out[worker_id] = ep.instance
+        return out
 
     def snapshot(self, now_s: float | None = None) -> dict[str, npt.NDArray[Any]]:
         """The ingestor's snapshot at ``now_s`` (default: the clock) plus ``role`` and
