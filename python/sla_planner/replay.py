@@ -14,7 +14,7 @@ import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +22,7 @@ from typing import IO, Any
 import numpy as np
 import numpy.typing as npt
 
-from .connectors.base import DeploymentState, PoolState
+from .connectors.base import ApplyResult, ApplyStatus, DeploymentState, PoolState
 from .core.load import role_codes
 from .core.planner import Decision, Policy, ScheduledTick
 from .sim import _kernel as K
@@ -30,7 +30,7 @@ from .sim.cluster import ScaleEvent, SimCluster
 from .sim.fpm_bridge import SimFpmBridge
 from .sim.frontend import FrontendCounters, FrontendEmulator
 from .sim.ledger import RequestLedger
-from .ticks import build_tick_input
+from .ticks import TickObserver, TickRecord, build_tick_input
 from .types import ObservedTraffic, Pool, TickKind
 
 __all__ = ["ReplayOptions", "ReplayResult", "run_replay", "deployment_state"]
@@ -232,13 +232,29 @@ def _finite_or_none(obj: Any) -> Any:
     return obj
 
 
+def _apply_result(decision: Decision, events: list[ScaleEvent], advisory: bool) -> ApplyResult | None:
+    """What a connector would have answered for this tick's targets."""
+    if decision.targets is None:
+        return None
+    if advisory:
+        return ApplyResult(ApplyStatus.ADVISORY, "advisory mode: not applied")
+    if events:
+        return ApplyResult(ApplyStatus.APPLIED, f"{len(events)} engines added or removed")
+    return ApplyResult(ApplyStatus.UNCHANGED, "targets equal the simulated deployment")
+
+
 def run_replay(
     requests: Iterable[Any],
     policy: Policy,
     cluster: SimCluster,
     options: ReplayOptions,
+    observers: Sequence[TickObserver] = (),
 ) -> ReplayResult:
-    """Play ``requests`` (objects with timestamp_s, input_length, output_length) through ``cluster``."""
+    """Play ``requests`` (objects with timestamp_s, input_length, output_length) through ``cluster``.
+
+    Each tick's :class:`~sla_planner.ticks.TickRecord` goes to every observer (metrics, periodic
+    reports); closing them is the caller's job. Phase timings are wall seconds; lag is 0.
+    """
     wall_start = time.perf_counter()
     out = options.out_dir
     decisions_file: IO[str] | None = None
@@ -307,19 +323,38 @@ def run_replay(
             snap = frontend.snapshot()
             traffic = FrontendEmulator.window(last_snapshot[kind], snap)
             last_snapshot[kind] = snap
+            phase_start = time.perf_counter()
             deployment = deployment_state(cluster)
             current, ready = deployment.current(), deployment.ready()
             snapshot = bridge.snapshot(t)
             tick_input = build_tick_input(
                 t, traffic, deployment, snapshot, _roles(snapshot["worker_id"])
             )
+            decide_start = time.perf_counter()
             decision: Decision = policy.step(ScheduledTick(kind, t), tick_input)
+            apply_start = time.perf_counter()
             events: list[ScaleEvent] = []
             if decision.targets is not None and not options.no_operation:
                 sink()  # rows of engines about to be removed go out under their own ids
                 events = cluster.set_targets(decision.targets)
                 bridge.apply_scale_events(events)
                 sink()
+            if observers:
+                tick_record = TickRecord(
+                    tick=ScheduledTick(kind, t),
+                    tick_input=tick_input,
+                    decision=decision,
+                    deployment=deployment,
+                    apply=_apply_result(decision, events, options.no_operation),
+                    timings_s={
+                        "observe": decide_start - phase_start,
+                        "decide": apply_start - decide_start,
+                        "apply": time.perf_counter() - apply_start,
+                    },
+                    snapshot=snapshot,
+                )
+                for observer in observers:
+                    observer.on_tick(tick_record)
             tick = {
                 "t_s": t,
                 "kind": kind.value,
