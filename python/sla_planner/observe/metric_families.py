@@ -6,11 +6,15 @@ Prometheus conventions otherwise; the README's metrics table lists every one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from ..types import DecisionReason, ThroughputReason
 
-__all__ = ["PREFIX", "REASONS", "LOOP_STATES", "POOL_STATES", "LEGACY_NAMES", "MetricFamilies"]
+__all__ = ["PREFIX", "ENGINE_GAUGES", "EngineSeries", "REASONS", "LOOP_STATES", "POOL_STATES", "LEGACY_NAMES", "MetricFamilies"]
 
 PREFIX = "dynamo_planner"
 
@@ -37,6 +41,49 @@ PHASE_BUCKETS_S = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0
 
 def _name(short: str) -> str:
     return f"{PREFIX}_{short}"
+
+
+ENGINE_LABELS = ("pool", "worker_id", "dp_rank")
+ENGINE_GAUGES: tuple[tuple[str, str], ...] = (
+    (_name("engine_queued_prefill_tokens"), "Queued prefill tokens of a top-K engine rank (FPM)."),
+    (_name("engine_queued_decode_kv_tokens"), "Queued decode KV tokens of a top-K engine rank (FPM)."),
+    (
+        _name("engine_inflight_decode_kv_tokens"),
+        "Scheduled (in-flight) decode KV tokens of a top-K engine rank (FPM).",
+    ),
+)
+"""The per-engine gauges (original names; labels ``pool``, ``worker_id``, ``dp_rank``)."""
+
+
+class EngineSeries(Collector):
+    """The per-engine gauges as one collector: each tick replaces the whole set of rows, so an
+    engine that left the top-K (or the table) has no series at the next scrape, and a tick costs
+    a list assignment instead of creating and removing labelled children."""
+
+    def __init__(self) -> None:
+        self._rows: list[tuple[tuple[str, str, str], tuple[float, float, float]]] = []
+
+    def set_rows(self, rows: list[tuple[tuple[str, str, str], tuple[float, float, float]]]) -> None:
+        """Replace the exported engines: ``((pool, worker_id, dp_rank), (queued prefill tokens,
+        queued decode KV tokens, in-flight decode KV tokens))`` each."""
+        self._rows = rows
+
+    def rows(self) -> list[tuple[tuple[str, str, str], tuple[float, float, float]]]:
+        """The engines exported now."""
+        return self._rows
+
+    def describe(self) -> list[Metric]:
+        """The three families, empty (so registering does not collect)."""
+        return [GaugeMetricFamily(name, doc, labels=ENGINE_LABELS) for name, doc in ENGINE_GAUGES]
+
+    def collect(self) -> Iterable[Metric]:
+        """One gauge family per value, one sample per exported engine."""
+        rows = self._rows
+        for j, (name, doc) in enumerate(ENGINE_GAUGES):
+            family = GaugeMetricFamily(name, doc, labels=ENGINE_LABELS)
+            for labels, values in rows:
+                family.add_metric(labels, values[j])
+            yield family
 
 
 class MetricFamilies:
@@ -115,20 +162,8 @@ class MetricFamilies:
             _name("throughput_scaling_decision"), "Reason of the last throughput-loop decision.",
             states=list(LOOP_STATES), registry=r,
         )
-        engine_labels = ("pool", "worker_id", "dp_rank")
-        self.engine_queued_prefill_tokens = gauge(
-            "engine_queued_prefill_tokens", "Queued prefill tokens of a top-K engine rank (FPM).",
-            engine_labels,
-        )
-        self.engine_queued_decode_kv_tokens = gauge(
-            "engine_queued_decode_kv_tokens", "Queued decode KV tokens of a top-K engine rank (FPM).",
-            engine_labels,
-        )
-        self.engine_inflight_decode_kv_tokens = gauge(
-            "engine_inflight_decode_kv_tokens",
-            "Scheduled (in-flight) decode KV tokens of a top-K engine rank (FPM).",
-            engine_labels,
-        )
+        self.engine_series = EngineSeries()
+        r.register(self.engine_series)
         # -- sla-planner's own ----------------------------------------------------------------------
         self.replicas = gauge("replicas", "Engines the deployment asks for (starting ones included).", ("pool",))
         self.ready_replicas = gauge("ready_replicas", "Engines serving.", ("pool",))

@@ -28,7 +28,14 @@ from ..connectors.base import ApplyStatus
 from ..core.load import EngineView
 from ..ticks import TickRecord
 from ..types import Pool, TickKind, pools_for_mode
-from .engine_stats import UNKNOWN_ROLE, EngineStats, TopKCache, engine_label, engine_stats
+from .engine_stats import (
+    UNKNOWN_ROLE,
+    EngineStats,
+    TopKCache,
+    engine_label,
+    engine_stats,
+    engine_stats_reference,
+)
 from .metric_families import LEGACY_NAMES, LOOP_STATES, POOL_STATES, PREFIX, REASONS, MetricFamilies
 from .record_view import GpuMeter
 
@@ -86,13 +93,20 @@ def _finite(value: float | None) -> bool:
 class PlannerMetrics:
     """Planner metrics in ``registry`` (a new one by default), updated by :meth:`on_tick`."""
 
-    def __init__(self, settings: MetricsSettings, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        settings: MetricsSettings,
+        registry: CollectorRegistry | None = None,
+        *,
+        reference: bool = False,
+    ) -> None:
+        """``reference`` computes engine statistics with the plain-Python loop (tests, benches)."""
         self.settings = settings
+        self._reference = reference
         self.registry = registry if registry is not None else CollectorRegistry(auto_describe=True)
         self._pool_names = tuple(p.value for p in settings.pools)
         self._gpu = GpuMeter(settings.gpus_per_engine)
         self._top_cache = TopKCache()
-        self._engine_children: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
         self.f = MetricFamilies(self.registry, settings.legacy_names)
         self._initialise()
 
@@ -278,7 +292,12 @@ class PlannerMetrics:
                     self.f.estimated_itl_ms.set(float(est))
 
     def _engines(self, view: EngineView, snapshot: Mapping[str, Any] | None) -> None:
-        stats: EngineStats = engine_stats(view, self._pool_names, self.settings.top_engines, self._top_cache)
+        k = self.settings.top_engines
+        stats: EngineStats = (
+            engine_stats_reference(view, self._pool_names, k)
+            if self._reference
+            else engine_stats(view, self._pool_names, k, self._top_cache)
+        )
         for pool, ps in stats.pools.items():
             self.f.engines_tracked.labels(pool).set(ps.tracked)
             self.f.engines_stale.labels(pool).set(ps.stale)
@@ -293,31 +312,14 @@ class PlannerMetrics:
 
     def _engine_series(self, view: EngineView, snapshot: Mapping[str, Any], stats: EngineStats) -> None:
         q_prefill, q_kv, s_kv = view.q_prefill_tokens, view.q_decode_kv, view.s_decode_kv
-        children = self._engine_children
-        seen: dict[tuple[str, str, str], tuple[Any, Any, Any]] = {}
+        rows = []
         for pool, ps in stats.pools.items():
             for row in ps.top_rows.tolist():
                 worker_id, dp_rank = engine_label(snapshot, row)
-                key = (pool, worker_id, dp_rank)
-                child = children.get(key)
-                if child is None:
-                    child = (
-                        self.f.engine_queued_prefill_tokens.labels(*key),
-                        self.f.engine_queued_decode_kv_tokens.labels(*key),
-                        self.f.engine_inflight_decode_kv_tokens.labels(*key),
-                    )
-                child[0].set(q_prefill[row])
-                child[1].set(q_kv[row])
-                child[2].set(s_kv[row])
-                seen[key] = child
-        for key in children.keys() - seen.keys():
-            for metric in (
-                self.f.engine_queued_prefill_tokens,
-                self.f.engine_queued_decode_kv_tokens,
-                self.f.engine_inflight_decode_kv_tokens,
-            ):
-                metric.remove(*key)
-        self._engine_children = seen
+                rows.append(
+                    ((pool, worker_id, dp_rank), (float(q_prefill[row]), float(q_kv[row]), float(s_kv[row])))
+                )
+        self.f.engine_series.set_rows(rows)
 
     # -- exposition -------------------------------------------------------------------------------
 
