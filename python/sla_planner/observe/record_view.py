@@ -3,6 +3,7 @@ row, and the JSON-safe decision record (decision log lines, snapshots, the dashb
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -13,7 +14,7 @@ from ..connectors.base import DeploymentState
 from ..ticks import TickRecord
 from ..types import ObservedTraffic, Pool
 
-__all__ = ["GpuMeter", "json_safe", "tick_row", "decision_record", "observed_fields"]
+__all__ = ["GpuMeter", "json_safe", "json_line", "tick_row", "decision_record", "observed_fields"]
 
 
 def json_safe(obj: Any) -> Any:
@@ -36,6 +37,27 @@ def json_safe(obj: Any) -> Any:
     if isinstance(value, str | int | float):
         return json_safe(value)
     return str(obj)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, np.floating):
+        return float(obj)
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    value = getattr(obj, "value", None)
+    if isinstance(value, str | int | float):
+        return value
+    return str(obj)
+
+
+def json_line(obj: Any) -> str:
+    """Strict one-line JSON of ``obj`` (NaN/inf as null), keys sorted."""
+    try:
+        return json.dumps(obj, sort_keys=True, allow_nan=False, default=_plain)
+    except ValueError:  # a NaN or inf somewhere: the slow, exact path
+        return json.dumps(json_safe(obj), sort_keys=True, allow_nan=False)
 
 
 class GpuMeter:
@@ -113,8 +135,8 @@ def tick_row(record: TickRecord, gpus: float | None, gpu_hours: float) -> dict[s
 
 
 def decision_record(record: TickRecord, seq: int | None = None) -> dict[str, Any]:
-    """Everything a tick saw, decided and did, as strict JSON (snapshot lines, ``/decisions``);
-    ``seq`` numbers the ticks of one observer."""
+    """Everything a tick saw, decided and did (snapshot lines, ``/decisions``; encode with
+    :func:`json_line`); ``seq`` numbers the ticks of one observer."""
     decision = record.decision
     deployment = record.deployment
     apply = record.apply
@@ -136,4 +158,4 @@ def decision_record(record: TickRecord, seq: int | None = None) -> dict[str, Any
     )
     if seq is not None:
         body["seq"] = seq
-    return dict(json_safe(body))
+    return body
