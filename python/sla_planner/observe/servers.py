@@ -57,9 +57,9 @@ class HttpServer:
         """Bind and serve; raises ConfigError if the address cannot be bound."""
         if self._runner is not None:
             return
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
-        site = web.TCPSite(runner, self.host, self.requested_port, shutdown_timeout=1.0)
+        site = web.TCPSite(runner, self.host, self.requested_port)
         try:
             await site.start()
         except OSError as exc:
