@@ -377,3 +377,24 @@ def test_replay_drives_the_metrics() -> None:
     assert applied > 0 and value(metrics, "dynamo_planner_applies_total", status="applied") == applied
     assert sum(len(v) for v in engine_series(metrics).values()) > 0
     assert all(len(r.timings_s) == 3 and r.snapshot is not None for r in records)
+
+
+def test_readme_table_lists_every_metric_with_its_type() -> None:
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("## Metrics", 1)[1].split("\n## ", 1)[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 5 and cells[0].startswith("`dynamo_planner_"):
+            rows[cells[0].strip("`")] = cells[1]
+    kinds = {"counter": "counter", "gauge": "gauge", "histogram": "histogram", "stateset": "stateset (enum)"}
+    m = make_metrics()
+    exported = {}
+    for family in m.registry.collect():
+        name = family.name + ("_total" if family.type == "counter" else "")
+        exported[name] = kinds[family.type]
+    assert rows == exported
+    for name in LEGACY_NAMES:
+        assert "kept for compatibility" in section.split(f"`{name}`", 1)[1].split("\n", 1)[0]

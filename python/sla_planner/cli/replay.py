@@ -161,8 +161,17 @@ def _observers(ns: argparse.Namespace, cfg: Any, kv_capacity_tokens: int) -> tup
     observers: list[Any] = []
     metrics = reporter = None
     if getattr(ns, "metrics_out", None):
-        from ..observe.metrics import MetricsSettings, PlannerMetrics
-
+        target = Path(ns.metrics_out)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # fail before the replay, not after it
+            raise SlaPlannerError(f"--metrics-out {ns.metrics_out}: cannot write: {exc.strerror}") from exc
+        try:
+            from ..observe.metrics import MetricsSettings, PlannerMetrics
+        except ImportError as exc:
+            raise SlaPlannerError(
+                f"--metrics-out needs prometheus-client ({exc.name} is missing): pip install 'sla-planner[observe]'"
+            ) from exc
         metrics = PlannerMetrics(MetricsSettings.from_config(cfg))
         observers.append(metrics)
     if getattr(ns, "periodic_reports", False):
