@@ -31,7 +31,7 @@ UNKNOWN_ROLE = "unknown"
 
 IntArray = npt.NDArray[np.intp]
 
-_CANDIDATE_FLOOR = 0.8
+_CANDIDATE_FLOOR = 0.5
 """Share of the previous K-th largest score an engine needs to be a top-K candidate."""
 
 
@@ -118,8 +118,8 @@ def _pool_top(
         floor = cache.kth_score.get(pool, 0.0) * _CANDIDATE_FLOOR
         if floor > 0.0:
             np.greater_equal(score, floor, out=candidate_buf)
-            np.logical_and(candidate_buf, amask, out=candidate_buf)
             candidates = np.flatnonzero(candidate_buf)
+            candidates = candidates[amask[candidates]]
             if candidates.size >= k:
                 top = _top_rows(candidates, score[candidates], k)
                 cache.kth_score[pool] = float(score[top].min())
@@ -137,7 +137,7 @@ def engine_stats(
     """Statistics of ``view`` for ``pools`` (names); ``k`` engines per pool for the top-K.
 
     ``cache`` (kept by the caller between ticks) reuses buffers and makes the top-K search look
-    only at engines scoring at least 80% of the previous tick's K-th largest score when that is
+    only at engines scoring at least half the previous tick's K-th largest score when that is
     provably enough.
     """
     role = view.role

@@ -107,8 +107,17 @@ class PlannerMetrics:
         self._pool_names = tuple(p.value for p in settings.pools)
         self._gpu = GpuMeter(settings.gpus_per_engine)
         self._top_cache = TopKCache()
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         self.f = MetricFamilies(self.registry, settings.legacy_names)
         self._initialise()
+
+    def _c(self, metric: Any, *labels: str) -> Any:
+        """The labelled child of ``metric`` (memoised: ``labels()`` costs microseconds a call)."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -147,22 +156,22 @@ class PlannerMetrics:
         loop = kind.value
         now_s = float(record.tick_input.now_s)
         decision = record.decision
-        self.f.ticks.labels(loop).inc()
-        self.f.last_tick_timestamp_seconds.labels(loop).set(now_s)
-        self.f.tick_lag_seconds.labels(loop).set(record.lag_s)
+        self._c(self.f.ticks, loop).inc()
+        self._c(self.f.last_tick_timestamp_seconds, loop).set(now_s)
+        self._c(self.f.tick_lag_seconds, loop).set(record.lag_s)
         for phase, seconds in record.timings_s.items():
-            self.f.tick_duration_seconds.labels(phase).observe(seconds)
+            self._c(self.f.tick_duration_seconds, phase).observe(seconds)
         for input_kind in record.input_errors:
-            self.f.input_failures.labels(input_kind).inc()
-        self.f.decisions.labels(loop, decision.reason.value).inc()
+            self._c(self.f.input_failures, input_kind).inc()
+        self._c(self.f.decisions, loop, decision.reason.value).inc()
         if record.apply is not None:
-            self.f.applies.labels(record.apply.status.value).inc()
+            self._c(self.f.applies, record.apply.status.value).inc()
         (self.f.load_scaling_decision if kind is TickKind.LOAD else self.f.throughput_scaling_decision).state(
             decision.reason.value
         )
         for pool, reason in decision.pool_reasons.items():
             state = reason if reason in POOL_STATES else "other"
-            self.f.pool_scaling_decision.labels(loop, pool.value).state(state)
+            self._c(self.f.pool_scaling_decision, loop, pool.value).state(state)
         self._deployment(record, now_s)
         self._traffic(record, kind)
         if decision.targets is not None:
@@ -193,9 +202,9 @@ class PlannerMetrics:
         pool_gpus = self._gpu.pool_gpus(deployment)
         for pool, state in deployment.pools.items():
             name = pool.value
-            self.f.replicas.labels(name).set(state.replicas)
-            self.f.ready_replicas.labels(name).set(state.ready)
-            self.f.gpus.labels(name).set(pool_gpus[pool])
+            self._c(self.f.replicas, name).set(state.replicas)
+            self._c(self.f.ready_replicas, name).set(state.ready)
+            self._c(self.f.gpus, name).set(pool_gpus[pool])
             if pool is Pool.PREFILL:
                 self.f.num_prefill_replicas.set(state.ready)
             else:
@@ -230,7 +239,7 @@ class PlannerMetrics:
 
     def _targets(self, targets: Mapping[Pool, int]) -> None:
         for pool, n in targets.items():
-            self.f.recommended_replicas.labels(pool.value).set(n)
+            self._c(self.f.recommended_replicas, pool.value).set(n)
             if pool is Pool.PREFILL:
                 self.f.predicted_num_prefill_replicas.set(n)
             else:
@@ -240,12 +249,12 @@ class PlannerMetrics:
         for pool in self._pool_names:
             planned = detail.get(f"{pool}_replicas")
             if isinstance(planned, int | float):
-                self.f.planned_replicas.labels(pool).set(planned)
+                self._c(self.f.planned_replicas, pool).set(planned)
         corrections = detail.get("corrections")
         if isinstance(corrections, Mapping):
             for pool, corr in corrections.items():
                 factor = corr.get("factor") if isinstance(corr, Mapping) else None
-                self.f.correction_factor.labels(str(pool)).set(
+                self._c(self.f.correction_factor, str(pool)).set(
                     float(factor) if isinstance(factor, int | float) else math.nan
                 )
         forecast = detail.get("forecast")
@@ -281,13 +290,13 @@ class PlannerMetrics:
             est, sla = d.get("estimate_max"), d.get("sla")
             if not isinstance(est, int | float) or not isinstance(sla, int | float) or sla <= 0:
                 continue
-            self.f.estimated_sla_ratio.labels(pool).set(float(est) / float(sla))
+            self._c(self.f.estimated_sla_ratio, pool).set(float(est) / float(sla))
             if pool == Pool.PREFILL.value:
-                self.f.estimated_ttft_seconds.labels(pool).set(float(est) / 1e3)
+                self._c(self.f.estimated_ttft_seconds, pool).set(float(est) / 1e3)
                 if self.f.estimated_ttft_ms is not None:
                     self.f.estimated_ttft_ms.set(float(est))
             elif pool == Pool.DECODE.value:
-                self.f.estimated_itl_seconds.labels(pool).set(float(est) / 1e3)
+                self._c(self.f.estimated_itl_seconds, pool).set(float(est) / 1e3)
                 if self.f.estimated_itl_ms is not None:
                     self.f.estimated_itl_ms.set(float(est))
 
@@ -299,13 +308,13 @@ class PlannerMetrics:
             else engine_stats(view, self._pool_names, k, self._top_cache)
         )
         for pool, ps in stats.pools.items():
-            self.f.engines_tracked.labels(pool).set(ps.tracked)
-            self.f.engines_stale.labels(pool).set(ps.stale)
-            self.f.pool_queued_prefill_tokens.labels(pool).set(ps.queued_prefill_tokens)
-            self.f.pool_queued_decode_kv_tokens.labels(pool).set(ps.queued_decode_kv_tokens)
-            self.f.pool_inflight_decode_kv_tokens.labels(pool).set(ps.inflight_decode_kv_tokens)
-        self.f.engines_tracked.labels(UNKNOWN_ROLE).set(stats.unknown_tracked)
-        self.f.engines_stale.labels(UNKNOWN_ROLE).set(stats.unknown_stale)
+            self._c(self.f.engines_tracked, pool).set(ps.tracked)
+            self._c(self.f.engines_stale, pool).set(ps.stale)
+            self._c(self.f.pool_queued_prefill_tokens, pool).set(ps.queued_prefill_tokens)
+            self._c(self.f.pool_queued_decode_kv_tokens, pool).set(ps.queued_decode_kv_tokens)
+            self._c(self.f.pool_inflight_decode_kv_tokens, pool).set(ps.inflight_decode_kv_tokens)
+        self._c(self.f.engines_tracked, UNKNOWN_ROLE).set(stats.unknown_tracked)
+        self._c(self.f.engines_stale, UNKNOWN_ROLE).set(stats.unknown_stale)
         if snapshot is None or "worker_id" not in snapshot or "dp_rank" not in snapshot:
             return  # no ids: per-engine series stay as they were
         self._engine_series(view, snapshot, stats)
