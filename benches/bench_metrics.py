@@ -2,7 +2,8 @@
 top-K = 10 engines per pool; target <= 1 ms), against the same update computing the engine
 statistics with the plain-Python reference loop.
 
-Run: ``pytest benches/bench_metrics.py --benchmark-only``
+Run: ``pytest benches/bench_metrics.py --benchmark-only`` (on a shared machine add
+``--benchmark-timer time.process_time``: CPU time, not time spent waiting for a core).
 """
 
 from __future__ import annotations
