@@ -432,6 +432,28 @@ class PlannerConfig(BaseModel):
     prometheus_ca_bundle: str | None = Field(
         None, min_length=1, description="CA bundle (PEM) that verifies an https Prometheus."
     )
+    # observability: metrics server, live dashboard (sla_planner.observe)
+    metric_reporting_prometheus_host: str = Field(
+        "0.0.0.0",
+        min_length=1,
+        description="Address the metrics server binds (all interfaces: Prometheus scrapes the pod).",
+    )
+    live_dashboard_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        description="Address the live dashboard binds; 0.0.0.0 exposes it beyond this host.",
+    )
+    metrics_top_engines: int = Field(
+        10,
+        ge=0,
+        le=1000,
+        description="Engine ranks per pool with per-engine gauges (the most loaded); 0 exports none.",
+    )
+    metrics_legacy_names: bool = Field(
+        True,
+        description="Also export the original planner's metric names that break Prometheus "
+        "naming (*_ms, gpu_hours) beside their conventional twins.",
+    )
 
     # -- validation ---------------------------------------------------------------------------
 

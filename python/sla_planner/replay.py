@@ -10,11 +10,12 @@ Given the same inputs and seed, ``decisions.jsonl`` and ``summary.json`` are ide
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -31,8 +32,8 @@ from .sim.fpm_bridge import SimFpmBridge
 from .sim.frontend import FrontendCounters, FrontendEmulator
 from .sim.ledger import RequestLedger
 from .observe.decision_log import decision_record, finite_or_none, json_line
-from .ticks import TickRecord, build_tick_input
-from .types import Pool, TickKind
+from .ticks import TickObserver, TickRecord, build_tick_input
+from .types import ObservedTraffic, Pool, TickKind
 
 __all__ = ["ReplayOptions", "ReplayResult", "run_replay", "deployment_state"]
 
@@ -199,13 +200,29 @@ def _engine_samples(cluster: SimCluster, t: float) -> list[dict[str, Any]]:
     return out
 
 
+def _apply_result(decision: Decision, events: list[ScaleEvent], advisory: bool) -> ApplyResult | None:
+    """What a connector would have answered for this tick's targets."""
+    if decision.targets is None:
+        return None
+    if advisory:
+        return ApplyResult(ApplyStatus.ADVISORY, "advisory mode: not applied")
+    if events:
+        return ApplyResult(ApplyStatus.APPLIED, f"{len(events)} engines added or removed")
+    return ApplyResult(ApplyStatus.UNCHANGED, "targets equal the simulated deployment")
+
+
 def run_replay(
     requests: Iterable[Any],
     policy: Policy,
     cluster: SimCluster,
     options: ReplayOptions,
+    observers: Sequence[TickObserver] = (),
 ) -> ReplayResult:
-    """Play ``requests`` (objects with timestamp_s, input_length, output_length) through ``cluster``."""
+    """Play ``requests`` (objects with timestamp_s, input_length, output_length) through ``cluster``.
+
+    Each tick's :class:`~sla_planner.ticks.TickRecord` goes to every observer (metrics, periodic
+    reports); closing them is the caller's job. Phase timings are wall seconds; lag is 0.
+    """
     wall_start = time.perf_counter()
     out = options.out_dir
     decisions_file: IO[str] | None = None
@@ -275,26 +292,44 @@ def run_replay(
             snap = frontend.snapshot()
             traffic = FrontendEmulator.window(last_snapshot[kind], snap)
             last_snapshot[kind] = snap
+            phase_start = time.perf_counter()
             deployment = deployment_state(cluster)
             snapshot = bridge.snapshot(t)
             tick_input = build_tick_input(
                 t, traffic, deployment, snapshot,
                 _roles(snapshot["worker_id"], cluster.draining_workers()),
             )
+            decide_start = time.perf_counter()
             scheduled = ScheduledTick(kind, t)
             decision: Decision = policy.step(scheduled, tick_input)
+            apply_start = time.perf_counter()
             events: list[ScaleEvent] = []
-            applied: ApplyResult | None = None
-            if decision.targets is not None:
-                if options.no_operation:
-                    applied = ApplyResult(ApplyStatus.ADVISORY)
-                else:
-                    sink()  # rows of engines about to be removed go out under their own ids
-                    events = cluster.set_targets(decision.targets, decision.drain)
-                    bridge.apply_scale_events(events)
-                    sink()
-                    applied = ApplyResult(ApplyStatus.APPLIED)
-            record = decision_record(TickRecord(scheduled, tick_input, decision, deployment, applied))
+            if decision.targets is not None and not options.no_operation:
+                sink()  # rows of engines about to be removed go out under their own ids
+                events = cluster.set_targets(decision.targets, decision.drain)
+                bridge.apply_scale_events(events)
+                sink()
+            tick_record = TickRecord(
+                tick=scheduled,
+                tick_input=tick_input,
+                decision=decision,
+                deployment=deployment,
+                apply=_apply_result(decision, events, options.no_operation),
+            )
+            if observers:
+                timed = dataclasses.replace(
+                    tick_record,
+                    timings_s={
+                        "observe": decide_start - phase_start,
+                        "decide": apply_start - decide_start,
+                        "apply": time.perf_counter() - apply_start,
+                    },
+                    snapshot=snapshot,
+                )
+                for observer in observers:
+                    observer.on_tick(timed)
+            # the decision log holds no wall-clock timings: a replay's log is reproducible
+            record = decision_record(tick_record)
             record.update(
                 {
                     "replicas": _pools(cluster.counts()),

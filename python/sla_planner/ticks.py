@@ -86,6 +86,9 @@ class TickRecord:
     """Seconds per phase: ``observe``, ``decide``, ``apply``."""
     input_errors: dict[str, str] = field(default_factory=dict)
     """Inputs that could not be read this tick, by kind (``prometheus``, ``fpm``, ``connector``)."""
+    snapshot: dict[str, Any] | None = None
+    """The engine table's snapshot ``tick_input.engines`` was built from (same rows; its
+    ``worker_id`` and ``dp_rank`` columns label per-engine metrics), when there was one."""
 
 
 @runtime_checkable

@@ -142,8 +142,10 @@ def _run(ns: argparse.Namespace, cfg: Any) -> dict[str, Any]:
         progress=sys.stderr.isatty() and not ns.json,
         title=f"sla-planner replay — {Path(ns.trace).name} — policy {policy.name}",
     )
-    result = run_replay(_open_requests(ns, stats), policy, cluster, options)
+    observers, finish = _observers(ns, cfg, int(sim_models.decode.max_kv_tokens))
+    result = run_replay(_open_requests(ns, stats), policy, cluster, options, observers)
     summary = dict(result.summary)
+    summary.update(finish())
     summary["trace"] = ns.trace
     summary["trace_bad_lines"] = stats.bad_lines
     summary["initial_replicas"] = {p.value: n for p, n in initial.items()}
@@ -156,6 +158,60 @@ def _run(ns: argparse.Namespace, cfg: Any) -> dict[str, Any]:
             record["summary"] = summary
             summary["report"] = str(write_report(out_dir / "report.html", record))
     return summary
+
+
+def _observers(ns: argparse.Namespace, cfg: Any, kv_capacity_tokens: int) -> tuple[list[Any], Any]:
+    """Observers asked for by `--metrics-out` / `--periodic-reports`, and a function that closes
+    them after the replay and returns what they wrote (summary keys)."""
+    observers: list[Any] = []
+    metrics = reporter = None
+    if getattr(ns, "metrics_out", None):
+        target = Path(ns.metrics_out)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # fail before the replay, not after it
+            raise SlaPlannerError(f"--metrics-out {ns.metrics_out}: cannot write: {exc.strerror}") from exc
+        try:
+            from ..observe.metrics import MetricsSettings, PlannerMetrics
+        except ImportError as exc:
+            raise SlaPlannerError(
+                f"--metrics-out needs prometheus-client ({exc.name} is missing): pip install 'sla-planner[observe]'"
+            ) from exc
+        metrics = PlannerMetrics(MetricsSettings.from_config(cfg))
+        observers.append(metrics)
+    if getattr(ns, "periodic_reports", False):
+        if cfg.report_interval_hours is None:
+            raise ConfigError("--periodic-reports: report_interval_hours is null (reports disabled)")
+        from ..observe.metrics import MetricsSettings
+        from ..observe.periodic import PeriodicReporter
+        from ..types import pools_for_mode
+
+        reporter = PeriodicReporter(
+            cfg.report_output_dir,
+            float(cfg.report_interval_hours) * 3600.0,
+            pools=pools_for_mode(cfg.mode),
+            sla_ttft_ms=float(cfg.ttft),
+            sla_itl_ms=float(cfg.itl),
+            gpus_per_engine=MetricsSettings.from_config(cfg).gpus_per_engine,
+            kv_capacity_tokens=kv_capacity_tokens,
+            wall_clock=False,
+            title="sla-planner replay report",
+        )
+        observers.append(reporter)
+
+    def finish() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if reporter is not None:
+            reporter.close()
+            out["periodic_reports"] = [str(p) for p in reporter.written]
+        if metrics is not None:
+            try:
+                out["metrics"] = str(metrics.write_exposition(ns.metrics_out))
+            except OSError as exc:
+                raise SlaPlannerError(f"--metrics-out {ns.metrics_out}: cannot write: {exc.strerror}") from exc
+        return out
+
+    return observers, finish
 
 
 _ROWS: list[tuple[str, Any, str]] = [
@@ -277,6 +333,11 @@ def add_replay_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--trace", required=True,
                    help=f"Mooncake JSONL (.gz), CSV, a directory or glob, synthetic:KIND?..., or {BUNDLED_TRACE}")
     p.add_argument("--policy", default="planner", help="planner | static:P,D | static:N | python:module:Class")
+    p.add_argument("--metrics-out", default=None, metavar="FILE",
+                   help="write the planner's Prometheus metrics (text exposition) at the end of the replay")
+    p.add_argument("--periodic-reports", action="store_true",
+                   help="write an HTML report (and .jsonl.gz snapshots) into report_output_dir every "
+                        "report_interval_hours of simulated time, and one at the end")
     _add_common(p)
     add_config_arguments(p)
     p.set_defaults(func=_run_replay)
