@@ -97,8 +97,11 @@ class _Plane:
         self.log_ctx_span = float(log_ctx.max()) - self.log_ctx_min
 
     def __call__(self, kv_usage: F64, context_length: F64) -> F64:
+        return self.from_log(kv_usage, np.log(context_length))
+
+    def from_log(self, kv_usage: F64, log_context: F64) -> F64:
         u = (kv_usage - self.kv_min) / self.kv_span
-        v = (np.log(context_length) - self.log_ctx_min) / self.log_ctx_span
+        v = (log_context - self.log_ctx_min) / self.log_ctx_span
         return np.column_stack((u, v))
 
     def inverse(self, uv: F64) -> tuple[F64, F64]:
@@ -197,7 +200,7 @@ def build_decode_grids(
     kv, ctx = gx.ravel(), np.exp(gy.ravel())
     plane = _Plane(x, y)
     inside = _Inside(data, plane(x, y))
-    uv = plane(kv, ctx)
+    uv = plane.from_log(kv, gy.ravel())  # from the log axis itself: profiled ends land exactly
     itl = np.full(kv.shape, np.nan)
     thpt = np.full(kv.shape, np.nan)
     simplex = inside.simplex(uv)
@@ -261,7 +264,7 @@ def _continue(
     itl = np.where(positive, p_itl * f_q / np.where(positive, f_p, 1.0), p_itl + f_q)
     local = p_batch >= 0.5
     ratio = np.where(local, p_thpt * p_itl / np.where(local, p_batch, 1.0), fallback_ratio)
-    return itl, ratio * batch / itl
+    return itl, np.maximum(ratio * batch / itl, 0.0)  # barycentric rounding can dip below 0
 
 
 def _median_ratio(data: DecodeData) -> float:
