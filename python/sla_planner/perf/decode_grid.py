@@ -81,7 +81,7 @@ def _axis(lo: float, hi: float, resolution: int, end: float) -> F64:
     count = resolution + max(0, math.ceil((end - hi) / step - 1e-9))
     if count > MAX_AXIS_POINTS:
         return np.linspace(lo, end, MAX_AXIS_POINTS)
-    axis = lo + step * np.arange(count)
+    axis: F64 = lo + step * np.arange(count, dtype=np.float64)
     axis[resolution - 1] = hi  # the profiled end exactly, as linspace gives it
     return axis
 
