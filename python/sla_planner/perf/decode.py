@@ -142,8 +142,11 @@ class DecodeModel:
         self._ctx_grid = _frozen(np.exp(log_ctx_grid))
         self._itl_grid = _frozen(grids.itl_ms)
         self._thpt_grid = _frozen(grids.thpt_per_gpu)
+        # the best-point search skips grid rows past a full cache (NaN rows are skipped)
+        searchable = np.array(self._thpt_grid)
+        searchable[kv_grid > 1.0 + 1e-12, :] = np.nan
         self._search = kernels.DecodeGridSearch(
-            self._itl_grid, self._thpt_grid, self._ctx_min, self._ctx_step
+            self._itl_grid, searchable, self._ctx_min, self._ctx_step
         )
 
     @property
@@ -163,7 +166,8 @@ class DecodeModel:
 
     @property
     def kv_usage_range(self) -> tuple[float, float]:
-        """KV-usage span of the grid (smallest sample to 1.0); queries are clamped to it."""
+        """KV-usage span of the grid (smallest sample to the first step at or past 1.0); queries
+        are clamped to it."""
         return (float(self._kv_grid[0]), float(self._kv_grid[-1]))
 
     @property

@@ -3,14 +3,15 @@
 Axes
 ----
 * KV usage, uniform, from the smallest sample to 1.0 (a full cache; the last point may pass 1.0
-  by less than one step).
+  by less than one step, so a lookup at 1.0 interpolates instead of clamping, but the search
+  for the best operating point never picks a point past 1.0).
 * Context, uniform in **log** context, from the smallest sample to the engine's maximum context
   (default ``max_kv_tokens``: one sequence holding the whole cache). Sweeps space context levels
   geometrically or over a wide range and throughput falls as 1 / context, so a grid uniform in
   linear context is either coarse at short contexts (and overshoots there) or huge.
 * Over the profiled span an axis has ``kv_resolution`` / ``context_resolution`` points, exactly
   the grid of a profile-only model, so inside the profile nothing changes; the same step then
-  continues to the first point at or past the axis end. An axis longer than
+  continues to the axis end (context: the first point at or past it). An axis longer than
   :data:`MAX_AXIS_POINTS` points is resampled uniformly with a coarser step instead.
 
 Values
@@ -71,14 +72,16 @@ class DecodeGrids:
     profiled_ctx: tuple[float, float]
 
 
-def _axis(lo: float, hi: float, resolution: int, end: float) -> F64:
-    """``resolution`` points on [lo, hi] (the profiled span), then the same step on to the first
-    point at or past ``end``; at most :data:`MAX_AXIS_POINTS` points (then uniform on
-    [lo, end])."""
+def _axis(lo: float, hi: float, resolution: int, end: float, *, pass_end: bool) -> F64:
+    """``resolution`` points on [lo, hi] (the profiled span), then the same step on towards
+    ``end``: to the first point at or past it (``pass_end``) or the last one not past it; at most
+    :data:`MAX_AXIS_POINTS` points (then uniform on [lo, end])."""
     if not hi > lo:
         return np.array([lo, max(end, lo + 1.0)])
     step = (hi - lo) / (resolution - 1)
-    count = resolution + max(0, math.ceil((end - hi) / step - 1e-9))
+    steps = (end - hi) / step
+    extra = math.ceil(steps - 1e-9) if pass_end else math.floor(steps + 1e-9)
+    count = resolution + max(0, extra)
     if count > MAX_AXIS_POINTS:
         return np.linspace(lo, end, MAX_AXIS_POINTS)
     axis: F64 = lo + step * np.arange(count, dtype=np.float64)
@@ -189,10 +192,10 @@ def build_decode_grids(
     x, y, m = data.kv_usage, data.context_length, float(data.max_kv_tokens)
     kv_lo, kv_hi = float(x.min()), float(x.max())
     ctx_lo, ctx_hi = float(y.min()), float(y.max())
-    kv_grid = _axis(kv_lo, kv_hi, kv_resolution, 1.0)
+    kv_grid = _axis(kv_lo, kv_hi, kv_resolution, 1.0, pass_end=True)
     log_ctx_grid = _axis(
         math.log(ctx_lo), math.log(ctx_hi), context_resolution,
-        math.log(max(max_context_length, ctx_hi)),
+        math.log(max(max_context_length, ctx_hi)), pass_end=True,
     )
     cost = fit_decode_model(x * m, x * m / y, data.itl_ms)
 
