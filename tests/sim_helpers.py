@@ -20,8 +20,8 @@ def constant_perf(prefill_tok_s: float = 1000.0, itl_ms: float = 10.0, max_kv: i
         decode_itl_grid_ms=np.full((2, 2), itl_ms),
         kv_min=0.0,
         kv_step=1.0,
-        ctx_min=0.0,
-        ctx_step=1e6,
+        log_ctx_min=0.0,
+        log_ctx_step=20.0,
         max_kv_tokens=max_kv,
     )
 

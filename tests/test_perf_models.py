@@ -62,11 +62,18 @@ def test_prefill_passes_through_profile_points(prefill: PrefillModel) -> None:
 
 @pytest.mark.parametrize(
     ("isl", "expected_ttft"),
-    [(1.0, 20.0), (127.999, 20.0), (65536.001, 5000.0), (1e9, 5000.0)],
-    ids=["far-below", "just-below", "just-above", "far-above"],
+    [(1.0, 20.0), (127.999, 20.0), (65536.0, 5000.0)],
+    ids=["far-below", "just-below", "at-last-point"],
 )
-def test_prefill_clamps_outside_range(prefill: PrefillModel, isl: float, expected_ttft: float) -> None:
+def test_prefill_clamps_below_range(prefill: PrefillModel, isl: float, expected_ttft: float) -> None:
     assert prefill.ttft_ms(isl) == pytest.approx(expected_ttft, rel=1e-12)
+
+
+@pytest.mark.parametrize("isl", [65536.001, 70000.0, 1e6, 1e9], ids=["just-above", "above", "far", "beyond-knots"])
+def test_prefill_grows_past_range(prefill: PrefillModel, isl: float) -> None:
+    # never flat: at least linear in tokens past the last point (throughput does not rise)
+    assert prefill.ttft_ms(isl) >= 5000.0 * isl / 65536.0 * (1 - 1e-12)
+    assert prefill.thpt_per_gpu(isl) <= 13000.0 * (1 + 1e-12)
 
 
 def test_prefill_just_inside_range_is_interpolated(prefill: PrefillModel) -> None:
@@ -145,9 +152,17 @@ def test_decode_scalar_and_batch_agree_and_broadcast() -> None:
 
 def test_decode_grid_properties() -> None:
     model = _linear_decode(kv_resolution=11)
-    assert model.itl_grid_ms.shape == model.thpt_grid_per_gpu.shape == (11, 100)
+    # the context axis is uniform in log context: 100 points over the profiled 1000..8000, then
+    # the same step on to max_kv_tokens = 10000
+    steps_past = int(np.ceil(np.log(10000.0 / 8000.0) / (np.log(8.0) / 99) - 1e-9))
+    assert model.itl_grid_ms.shape == model.thpt_grid_per_gpu.shape == (11, 100 + steps_past)
     assert model.kv_usage_range == (0.0, 1.0)
-    assert model.context_range == (1000.0, 8000.0)
+    assert model.profiled_kv_usage_range == (0.0, 1.0)
+    assert model.profiled_context_range == (1000.0, 8000.0)
+    assert model.context_range[0] == pytest.approx(1000.0)
+    assert 10000.0 <= model.context_range[1] < 10000.0 * np.exp(np.log(8.0) / 99) + 1e-6
+    assert model.context_grid[99] == pytest.approx(8000.0, rel=1e-12)
+    np.testing.assert_allclose(np.diff(np.log(model.context_grid)), model.log_context_step, rtol=1e-9)
     assert model.max_kv_tokens == 10000
     for grid in (model.itl_grid_ms, model.thpt_grid_per_gpu, model.kv_usage_grid, model.context_grid):
         assert not grid.flags.writeable
@@ -174,12 +189,17 @@ def _hull_decode() -> DecodeModel:
     return DecodeModel(kv, ctx, itl, thpt, 100000, kv_resolution=9, context_resolution=8)
 
 
-def test_decode_outside_hull_takes_nearest_sample() -> None:
+def test_decode_outside_hull_continues_along_fitted_cost() -> None:
     model = _hull_decode()
-    # (0.1, 8000) is outside the hull; the nearest sample in the (kv, log context) plane is (0.5, 8000)
-    assert model.itl_ms(0.1, 8000.0) == pytest.approx(35.0)
-    # throughput keeps that sample's throughput per unit of kv / context, so it scales with kv
-    assert model.thpt_per_gpu(0.1, 8000.0) == pytest.approx(250.0 * 0.1 / 0.5)
+    # (0.1, 8000) is outside the hull: fewer KV tokens than the nearest hull point, so faster
+    assert model.itl_ms(0.1, 8000.0) < model.itl_ms(0.5, 8000.0)
+    # longer context at the same batch holds more KV: slower, never flat
+    batch = 0.5 * 100000 / 8000.0
+    itl = [model.itl_ms(batch * c / 100000, c) for c in (8000.0, 9000.0, 10000.0)]
+    assert itl[0] < itl[1] < itl[2]
+    # throughput stays a batch / ITL shape: positive, and it falls with context at a fixed batch
+    thpt = [model.thpt_per_gpu(batch * c / 100000, c) for c in (8000.0, 9000.0, 10000.0)]
+    assert thpt[0] > thpt[1] > thpt[2] > 0.0
 
 
 def test_decode_inside_hull_is_linear_interpolation() -> None:
@@ -254,7 +274,7 @@ def test_itl_at_concurrency_nan() -> None:
     st.floats(-0.5, 1.5),
     st.floats(10.0, 300000.0),
 )
-def test_decode_itl_stays_within_sample_range(
+def test_decode_values_finite_and_inside_hull_within_sample_range(
     samples: list[tuple[float, float, float, float]], kv_q: float, ctx_q: float
 ) -> None:
     kv, ctx, itl, thpt = (np.array(c) for c in zip(*samples))
@@ -263,8 +283,15 @@ def test_decode_itl_stays_within_sample_range(
     except ProfileDataError as exc:  # degenerate draws are rejected with a message, never a crash
         assert str(exc).startswith("<arrays>: array")
         return
-    value = model.itl_ms(kv_q, ctx_q)
-    assert itl.min() - 1e-9 * itl.max() <= value <= itl.max() * (1 + 1e-9)
+    assert np.all(np.isfinite(model.itl_grid_ms)) and np.all(model.itl_grid_ms > 0.0)
+    assert np.all(np.isfinite(model.thpt_grid_per_gpu)) and np.all(model.thpt_grid_per_gpu >= 0.0)
+    # grid points inside the samples' hull interpolate: within the sample range
+    gk, gc = np.meshgrid(model.kv_usage_grid, model.context_grid, indexing="ij")
+    hull = Delaunay(np.column_stack((kv, np.log(ctx))))
+    inside = hull.find_simplex(np.column_stack((gk.ravel(), np.log(gc.ravel())))) >= 0
+    values = model.itl_grid_ms.ravel()[inside]
+    assert np.all(values >= itl.min() * (1 - 1e-9)) and np.all(values <= itl.max() * (1 + 1e-9))
+    assert model.itl_ms(kv_q, ctx_q) > 0.0
     assert model.thpt_per_gpu(kv_q, ctx_q) >= 0.0
 
 
@@ -382,7 +409,7 @@ def test_example_best_throughput_near_analytic_optimum(
     _, decode = example
     point = decode.best_throughput_per_gpu(itl_target_ms, context)
     assert point.meets_target
-    kv_grid = np.linspace(0.0, decode.kv_usage_range[1], 2001)
+    kv_grid = np.linspace(0.0, min(decode.kv_usage_range[1], 1.0), 2001)
     itl = np.array([decode_point(float(k), context)[0] for k in kv_grid])
     best_kv = kv_grid[itl <= itl_target_ms].max()
     assert point.thpt_per_gpu == pytest.approx(decode_point(float(best_kv), context)[1], rel=0.05)

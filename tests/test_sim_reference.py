@@ -38,7 +38,7 @@ DYADIC = SimPerf(
     prefill_thpt_per_gpu=np.array([1024.0, 1024.0]),
     prefill_slopes=np.zeros(2),
     decode_itl_grid_ms=np.full((1, 1), 7.8125),  # one cell: no interpolation rounding
-    kv_min=0.0, kv_step=1.0, ctx_min=0.0, ctx_step=1.0,
+    kv_min=0.0, kv_step=1.0, log_ctx_min=0.0, log_ctx_step=1.0,
     max_kv_tokens=EXAMPLE.max_kv_tokens,
 )
 

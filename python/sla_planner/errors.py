@@ -6,6 +6,7 @@ __all__ = [
     "SlaPlannerError",
     "ConfigError",
     "ProfileDataError",
+    "ProfileGenerationError",
     "TraceFormatError",
     "PredictorError",
     "KernelError",
@@ -33,6 +34,11 @@ class InfeasibleBudgetError(ConfigError):
 
 class ProfileDataError(SlaPlannerError, ValueError):
     """A profiling file is missing or malformed; the message names the file and the array."""
+
+
+class ProfileGenerationError(SlaPlannerError):
+    """A profile could not be generated (optional package missing, unknown system, model or
+    backend, estimates failing the checks); the message names the argument or the point."""
 
 
 class TraceFormatError(SlaPlannerError, ValueError):

@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .bench import add_bench_parser
     from .fpm import add_fpm_parsers
     from .plan import add_plan_parser
+    from .profile import add_profile_parser
     from .replay import add_replay_parsers
     from .run import add_run_parser
     from .validate import add_validate_parser
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_fpm_parsers(sub)
     add_bench_parser(sub)
     add_run_parser(sub)
+    add_profile_parser(sub)
     return parser
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 from typing import Any
 
@@ -43,8 +44,18 @@ def load_models(cfg: Any) -> Any:
             "(or builtin:example for the profile bundled with sla-planner)"
         )
     pools = set(cfg.pools())
-    return load_profile(
+    models = load_profile(
         cfg.profile_results_dir,
         need_prefill=bool(pools & {"prefill", "agg"}),
         need_decode=bool(pools & {"decode", "agg"}),
     )
+    if models.num_gpu is not None:
+        for pool in sorted(pools):
+            if cfg.engine_num_gpu(pool) != models.num_gpu:
+                logging.getLogger("sla_planner").warning(
+                    "profile %s was taken with %d GPU(s) per engine but %s engines have %d: "
+                    "set --%s-engine-num-gpu %d to match",
+                    models.source, models.num_gpu, pool, cfg.engine_num_gpu(pool),
+                    "prefill" if pool == "prefill" else "decode", models.num_gpu,
+                )
+    return models

@@ -1,28 +1,22 @@
 """Decode performance model: ITL and throughput per GPU over (KV-cache usage, context length).
 
 The profile is a scattered set of samples (a concurrency sweep at a few context lengths). At
-construction it is resampled once onto a uniform grid:
+construction it is resampled once onto a uniform grid (:mod:`sla_planner.perf.decode_grid`):
 
-* KV-usage axis: ``kv_resolution`` points on ``[min(x_kv_usage), max(x_kv_usage)]``. The grid
-  spans the *profiled* range rather than [0, 1] so the model never claims an operating point at a
-  KV usage no measurement reached.
-* Context axis: ``context_resolution`` points on ``[min(y_context_length), max(y_context_length)]``.
-* Values: piecewise-linear on a Delaunay triangulation of the samples
-  (``scipy.interpolate.LinearNDInterpolator``); grid points outside the convex hull take the value
-  of the nearest sample (``NearestNDInterpolator``). Both work in the plane
-  (kv usage, log context), each axis scaled to unit span: sweeps space context lengths
-  geometrically or over a wide range, and in linear context the triangles would join far-apart
-  context levels.
-* Throughput is interpolated as ``g = thpt_per_gpu * context_length / kv_usage`` (samples holding
-  at least one KV token, ``kv_usage * max_kv_tokens >= 1``) and multiplied back by
-  ``kv_usage / context_length`` on the grid. Decode throughput is batch / ITL with
-  batch = kv_usage * max_kv_tokens / context_length, so ``g`` is smooth (proportional to 1 / ITL)
-  while throughput itself falls as 1 / context; interpolating throughput directly overstates it
-  between context levels (by up to 2x on the bundled example). The triangulated throughput still
-  equals each sample's own value at that sample, and outside the hull it goes to 0 with KV usage
-  instead of copying a loaded sample's value.
+* KV-usage axis from the smallest sample to 1.0, context axis from the smallest sample to the
+  engine's maximum context (``max_context_length``, default ``max_kv_tokens``). Over the profiled
+  span the grid has ``kv_resolution`` x ``context_resolution`` points; the same step continues
+  past it.
+* Inside the samples' convex hull (in the plane kv usage, log context): ITL is linear on a
+  Delaunay triangulation; throughput is shaped like ``batch / ITL`` and clamped to the range of
+  the triangle's measured throughputs, so it **never exceeds its neighbouring measurements**.
+* Outside the hull (beyond the profiled context or KV range): the nearest hull value continued
+  by the fitted cost model ``ITL = a + b*KV tokens + c*batch``
+  (:mod:`sla_planner.perf.extrapolation`), never held flat.
 
-Queries are bilinear on that grid and clamped to the grid box. A NaN query gives NaN.
+Queries are bilinear on that grid and clamped to the grid box (below the smallest profiled KV
+usage or context, and past the maximum context). A NaN query gives NaN. The simulator reads the
+same grid, so planner and simulated engines share one ground truth.
 """
 
 from __future__ import annotations
@@ -32,12 +26,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from scipy.interpolate import LinearNDInterpolator, NearestNDInterpolator
-from scipy.spatial import QhullError
 
 from .. import kernels
-from ..errors import ConfigError, ProfileDataError
-from .validation import F64, DecodeData, points_collinear, validate_decode_arrays
+from ..errors import ConfigError
+from .decode_grid import build_decode_grids
+from .extrapolation import DecodeCostModel
+from .validation import F64, DecodeData, validate_decode_arrays
 
 __all__ = ["DecodeOperatingPoint", "DecodeModel", "DEFAULT_GRID_RESOLUTION"]
 
@@ -72,6 +66,9 @@ class DecodeModel:
         "_ctx_min",
         "_ctx_step",
         "_search",
+        "_cost",
+        "_profiled_kv",
+        "_profiled_ctx",
     )
 
     def __init__(
@@ -84,6 +81,7 @@ class DecodeModel:
         *,
         kv_resolution: int = DEFAULT_GRID_RESOLUTION,
         context_resolution: int = DEFAULT_GRID_RESOLUTION,
+        max_context_length: float | None = None,
         source: str = "<arrays>",
     ) -> None:
         data = validate_decode_arrays(
@@ -96,7 +94,7 @@ class DecodeModel:
             },
             source,
         )
-        self._init(data, kv_resolution, context_resolution)
+        self._init(data, kv_resolution, context_resolution, max_context_length)
 
     @classmethod
     def from_data(
@@ -105,52 +103,50 @@ class DecodeModel:
         *,
         kv_resolution: int = DEFAULT_GRID_RESOLUTION,
         context_resolution: int = DEFAULT_GRID_RESOLUTION,
+        max_context_length: float | None = None,
     ) -> DecodeModel:
         """Build from already validated samples (as returned by the profile readers)."""
         model = cls.__new__(cls)
-        model._init(data, kv_resolution, context_resolution)
+        model._init(data, kv_resolution, context_resolution, max_context_length)
         return model
 
-    def _init(self, data: DecodeData, kv_resolution: int, context_resolution: int) -> None:
+    def _init(
+        self,
+        data: DecodeData,
+        kv_resolution: int,
+        context_resolution: int,
+        max_context_length: float | None,
+    ) -> None:
         resolutions = (("kv_resolution", kv_resolution), ("context_resolution", context_resolution))
         for name, value in resolutions:
             if isinstance(value, bool) or not isinstance(value, int) or value < 2:
                 raise ConfigError(f"DecodeModel: {name} must be an integer >= 2, got {value!r}")
+        if max_context_length is None:
+            max_context_length = float(data.max_kv_tokens)
+        elif not (math.isfinite(max_context_length) and max_context_length > 0):
+            raise ConfigError(
+                f"DecodeModel: max_context_length must be a finite number > 0, "
+                f"got {max_context_length!r}"
+            )
         self._data = data
-        x, y = data.kv_usage, data.context_length
-        kv_grid = np.linspace(float(x.min()), float(x.max()), kv_resolution)
-        ctx_grid = np.linspace(float(y.min()), float(y.max()), context_resolution)
+        grids = build_decode_grids(data, kv_resolution, context_resolution, max_context_length)
+        self._cost = grids.cost
+        self._profiled_kv = grids.profiled_kv
+        self._profiled_ctx = grids.profiled_ctx
+        kv_grid, log_ctx_grid = grids.kv_grid, grids.log_ctx_grid
         self._kv_min = float(kv_grid[0])
         self._kv_step = float(kv_grid[1] - kv_grid[0])
-        self._ctx_min = float(ctx_grid[0])
-        self._ctx_step = float(ctx_grid[1] - ctx_grid[0])
+        self._ctx_min = float(log_ctx_grid[0])  # the context axis is uniform in log(tokens)
+        self._ctx_step = float(log_ctx_grid[1] - log_ctx_grid[0])
         self._kv_grid = _frozen(kv_grid)
-        self._ctx_grid = _frozen(ctx_grid)
-        gx, gy = np.meshgrid(kv_grid, ctx_grid, indexing="ij")
-        plane = _Plane(x, y)
-        grid_uv = plane(gx.ravel(), gy.ravel())
-        points = plane(x, y)
-        # Less than one KV token in use counts as an empty cache: no throughput density there.
-        loaded = x * data.max_kv_tokens >= 1.0
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
-            g = data.thpt_per_gpu * y / x
-            if loaded.all():  # the usual case: one triangulation for both quantities
-                both = _resample(points, np.column_stack((data.itl_ms, g)), grid_uv, data.source)
-                itl, g_grid = both[:, 0], both[:, 1]
-            else:
-                itl = _resample(points, data.itl_ms[:, None], grid_uv, data.source)[:, 0]
-                g_grid = _resample(points[loaded], g[loaded, None], grid_uv, data.source)[:, 0]
-            thpt = g_grid.reshape(gx.shape) * gx / gy
-        for name, grid in (("z_itl", itl), ("z_thpt_per_gpu", thpt)):
-            if not np.all(np.isfinite(grid)):
-                raise ProfileDataError(
-                    f"{data.source}: array '{name}': values too large or too close together to "
-                    "interpolate (the grid overflowed)"
-                )
-        self._itl_grid = _frozen(itl.reshape(gx.shape))
-        self._thpt_grid = _frozen(thpt)
+        self._ctx_grid = _frozen(np.exp(log_ctx_grid))
+        self._itl_grid = _frozen(grids.itl_ms)
+        self._thpt_grid = _frozen(grids.thpt_per_gpu)
+        # the best-point search skips grid rows past a full cache (NaN rows are skipped)
+        searchable = np.array(self._thpt_grid)
+        searchable[kv_grid > 1.0 + 1e-12, :] = np.nan
         self._search = kernels.DecodeGridSearch(
-            self._itl_grid, self._thpt_grid, self._ctx_min, self._ctx_step
+            self._itl_grid, searchable, self._ctx_min, self._ctx_step
         )
 
     @property
@@ -164,14 +160,30 @@ class DecodeModel:
         return self._data.max_kv_tokens
 
     @property
+    def cost_model(self) -> DecodeCostModel:
+        """The cost model fitted to the samples (drives the extrapolation past them)."""
+        return self._cost
+
+    @property
     def kv_usage_range(self) -> tuple[float, float]:
-        """KV-usage span of the grid (the profiled span); queries are clamped to it."""
+        """KV-usage span of the grid (smallest sample to the first step at or past 1.0); queries
+        are clamped to it."""
         return (float(self._kv_grid[0]), float(self._kv_grid[-1]))
 
     @property
     def context_range(self) -> tuple[float, float]:
-        """Context-length span of the grid (tokens); queries are clamped to it."""
+        """Context-length span of the grid (tokens, to the maximum context); queries clamp."""
         return (float(self._ctx_grid[0]), float(self._ctx_grid[-1]))
+
+    @property
+    def profiled_kv_usage_range(self) -> tuple[float, float]:
+        """Smallest and largest profiled KV usage."""
+        return self._profiled_kv
+
+    @property
+    def profiled_context_range(self) -> tuple[float, float]:
+        """Smallest and largest profiled context length (tokens)."""
+        return self._profiled_ctx
 
     @property
     def kv_usage_grid(self) -> F64:
@@ -180,8 +192,22 @@ class DecodeModel:
 
     @property
     def context_grid(self) -> F64:
-        """The context-length grid points (tokens, read-only), axis 1 of the value grids."""
+        """The context-length grid points (tokens, read-only), axis 1 of the value grids.
+
+        The axis is uniform in log context: point ``j`` is
+        ``exp(log_context_min + j * log_context_step)``.
+        """
         return self._ctx_grid
+
+    @property
+    def log_context_min(self) -> float:
+        """Natural log of the first context grid point (tokens)."""
+        return self._ctx_min
+
+    @property
+    def log_context_step(self) -> float:
+        """Step of the context axis in natural log of tokens."""
+        return self._ctx_step
 
     @property
     def itl_grid_ms(self) -> F64:
@@ -198,7 +224,7 @@ class DecodeModel:
         return float(
             kernels.grid2d_eval_scalar(
                 self._itl_grid, self._kv_min, self._kv_step, self._ctx_min, self._ctx_step,
-                float(kv_usage), float(context_length),
+                float(kv_usage), _log_context(float(context_length)),
             )
         )
 
@@ -207,7 +233,7 @@ class DecodeModel:
         return float(
             kernels.grid2d_eval_scalar(
                 self._thpt_grid, self._kv_min, self._kv_step, self._ctx_min, self._ctx_step,
-                float(kv_usage), float(context_length),
+                float(kv_usage), _log_context(float(context_length)),
             )
         )
 
@@ -223,6 +249,8 @@ class DecodeModel:
         xq, yq = np.broadcast_arrays(
             np.asarray(kv_usage, dtype=np.float64), np.asarray(context_length, dtype=np.float64)
         )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            yq = np.log(np.maximum(yq, _TINY))
         return np.asarray(
             kernels.grid2d_eval(
                 grid, self._kv_min, self._kv_step, self._ctx_min, self._ctx_step,
@@ -239,7 +267,9 @@ class DecodeModel:
         When no profiled KV usage meets the target, the lowest-ITL point is returned with
         ``meets_target`` False. A NaN argument gives NaN fields and ``meets_target`` False.
         """
-        thpt, index, itl, meets = self._search.best(float(context_length), float(itl_target_ms))
+        thpt, index, itl, meets = self._search.best(
+            _log_context(float(context_length)), float(itl_target_ms)
+        )
         kv = float(self._kv_grid[index]) if index >= 0 else math.nan
         return DecodeOperatingPoint(
             thpt_per_gpu=float(thpt), kv_usage=kv, itl_ms=float(itl), meets_target=bool(meets)
@@ -273,44 +303,14 @@ class DecodeModel:
         )
 
 
-class _Plane:
-    """Maps (kv usage, context) to the unit-span (kv usage, log context) interpolation plane."""
-
-    def __init__(self, kv_usage: F64, context_length: F64) -> None:
-        self.kv_min = float(kv_usage.min())
-        self.kv_span = float(kv_usage.max()) - self.kv_min
-        log_ctx = np.log(context_length)
-        self.log_ctx_min = float(log_ctx.min())
-        self.log_ctx_span = float(log_ctx.max()) - self.log_ctx_min
-
-    def __call__(self, kv_usage: F64, context_length: F64) -> F64:
-        u = (kv_usage - self.kv_min) / self.kv_span
-        v = (np.log(context_length) - self.log_ctx_min) / self.log_ctx_span
-        return np.column_stack((u, v))
+_TINY = 1e-300
 
 
-def _resample(points: F64, values: F64, queries: F64, source: str) -> F64:
-    """Columns of ``values`` at ``queries``: Delaunay-linear inside the hull, nearest outside.
-
-    Fewer than 3 or collinear points (possible only for the throughput subset that holds KV
-    tokens) use the nearest sample everywhere.
-    """
-    nearest = NearestNDInterpolator(points, values)
-    if points_collinear(points[:, 0], points[:, 1]):
-        return np.asarray(nearest(queries), dtype=np.float64)
-    try:
-        linear = LinearNDInterpolator(points, values)
-    except QhullError as exc:
-        first_line = (str(exc).strip().splitlines() or ["QhullError"])[0]
-        raise ProfileDataError(
-            f"{source}: arrays 'x_kv_usage' and 'y_context_length': cannot triangulate the "
-            f"decode samples ({first_line})"
-        ) from None
-    out = np.asarray(linear(queries), dtype=np.float64)
-    outside = np.isnan(out).any(axis=1)
-    if outside.any():
-        out[outside] = nearest(queries[outside])
-    return out
+def _log_context(context_length: float) -> float:
+    """Natural log of a context length; 0 or less maps below every grid point, NaN stays NaN."""
+    if math.isnan(context_length):
+        return math.nan
+    return math.log(max(context_length, _TINY))
 
 
 def _frozen(a: F64) -> F64:

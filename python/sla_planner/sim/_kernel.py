@@ -131,8 +131,8 @@ P_MAX_SEQS = 3
 P_MAX_KV = 4
 P_KV_MIN = 5
 P_KV_STEP = 6
-P_CTX_MIN = 7
-P_CTX_STEP = 8
+P_CTX_MIN = 7  # log(context tokens) of the first decode grid column
+P_CTX_STEP = 8  # step of the decode grid columns in log(context tokens)
 P_TRANSFER_S = 9
 P_HEARTBEAT_S = 10
 P_AGG = 11
@@ -415,9 +415,9 @@ def _decode_time(ef, ei, params, z_itl, e):  # pragma: no cover - jitted
         return 0.0
     kv = ef[e, EF_KV]
     usage = kv / params[P_MAX_KV]
-    ctx = kv / n
+    log_ctx = np.log(max(kv / n, 1.0))  # the grid's context axis is uniform in log(tokens)
     itl_ms = bilinear_nb(
-        z_itl, params[P_KV_MIN], params[P_KV_STEP], params[P_CTX_MIN], params[P_CTX_STEP], usage, ctx
+        z_itl, params[P_KV_MIN], params[P_KV_STEP], params[P_CTX_MIN], params[P_CTX_STEP], usage, log_ctx
     )
     return itl_ms * 1e-3 * params[P_TIME_SCALE]
 

@@ -92,7 +92,11 @@ class SimSettings:
 
 @dataclass(frozen=True)
 class SimPerf:
-    """The arrays the jitted loop reads: prefill throughput curve and decode ITL grid."""
+    """The arrays the jitted loop reads: prefill throughput curve and decode ITL grid.
+
+    The decode grid's context axis is uniform in the natural log of the context (tokens):
+    column ``j`` is at ``exp(log_ctx_min + j * log_ctx_step)``.
+    """
 
     prefill_isl: F64
     prefill_thpt_per_gpu: F64
@@ -100,26 +104,24 @@ class SimPerf:
     decode_itl_grid_ms: F64
     kv_min: float
     kv_step: float
-    ctx_min: float
-    ctx_step: float
+    log_ctx_min: float
+    log_ctx_step: float
     max_kv_tokens: int
 
     @classmethod
     def from_models(cls, prefill: object, decode: object) -> SimPerf:
-        """From a PrefillModel and DecodeModel (sla_planner.perf)."""
-        isl = np.ascontiguousarray(prefill.data.isl, dtype=np.float64)  # type: ignore[attr-defined]
-        thpt = np.ascontiguousarray(prefill.data.thpt_per_gpu, dtype=np.float64)  # type: ignore[attr-defined]
+        """From a PrefillModel and DecodeModel (sla_planner.perf): the very knots and grid the
+        models evaluate, extrapolated past the profile, so engines follow the planner's truth."""
         kv = decode.kv_usage_grid  # type: ignore[attr-defined]
-        ctx = decode.context_grid  # type: ignore[attr-defined]
         return cls(
-            prefill_isl=isl,
-            prefill_thpt_per_gpu=thpt,
-            prefill_slopes=np.ascontiguousarray(kernels.pchip_slopes(isl, thpt)),
+            prefill_isl=np.ascontiguousarray(prefill.knot_isl, dtype=np.float64),  # type: ignore[attr-defined]
+            prefill_thpt_per_gpu=np.ascontiguousarray(prefill.knot_thpt_per_gpu, dtype=np.float64),  # type: ignore[attr-defined]
+            prefill_slopes=np.ascontiguousarray(prefill.knot_thpt_slopes, dtype=np.float64),  # type: ignore[attr-defined]
             decode_itl_grid_ms=np.ascontiguousarray(decode.itl_grid_ms, dtype=np.float64),  # type: ignore[attr-defined]
             kv_min=float(kv[0]),
             kv_step=float(kv[1] - kv[0]) if len(kv) > 1 else 1.0,
-            ctx_min=float(ctx[0]),
-            ctx_step=float(ctx[1] - ctx[0]) if len(ctx) > 1 else 1.0,
+            log_ctx_min=float(decode.log_context_min),  # type: ignore[attr-defined]
+            log_ctx_step=float(decode.log_context_step),  # type: ignore[attr-defined]
             max_kv_tokens=int(decode.max_kv_tokens),  # type: ignore[attr-defined]
         )
 
@@ -180,8 +182,8 @@ class SimCluster:
         self.params[K.P_MAX_KV] = perf.max_kv_tokens
         self.params[K.P_KV_MIN] = perf.kv_min
         self.params[K.P_KV_STEP] = perf.kv_step
-        self.params[K.P_CTX_MIN] = perf.ctx_min
-        self.params[K.P_CTX_STEP] = perf.ctx_step
+        self.params[K.P_CTX_MIN] = perf.log_ctx_min
+        self.params[K.P_CTX_STEP] = perf.log_ctx_step
         self.params[K.P_TRANSFER_S] = settings.transfer_s
         self.params[K.P_HEARTBEAT_S] = settings.heartbeat_s
         self.params[K.P_AGG] = 1.0 if settings.mode == "agg" else 0.0
@@ -619,8 +621,8 @@ def warm_up() -> None:
         decode_itl_grid_ms=np.full((2, 2), 10.0),
         kv_min=0.0,
         kv_step=1.0,
-        ctx_min=0.0,
-        ctx_step=1e6,
+        log_ctx_min=0.0,
+        log_ctx_step=20.0,
         max_kv_tokens=10_000,
     )
     for mode, initial in (("disagg", {Pool.PREFILL: 1, Pool.DECODE: 1}), ("agg", {Pool.AGG: 1})):

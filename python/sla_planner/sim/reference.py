@@ -572,8 +572,8 @@ class ReferenceCluster:
         kv = engine.kv_tokens()
         p = self.perf
         itl_ms = grid2d_eval_scalar(
-            p.decode_itl_grid_ms, p.kv_min, p.kv_step, p.ctx_min, p.ctx_step,
-            kv / p.max_kv_tokens, kv / n,
+            p.decode_itl_grid_ms, p.kv_min, p.kv_step, p.log_ctx_min, p.log_ctx_step,
+            kv / p.max_kv_tokens, math.log(max(kv / n, 1.0)),
         )
         return itl_ms * 1e-3 * self.settings.time_scale
 
