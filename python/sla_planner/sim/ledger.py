@@ -82,7 +82,7 @@ def _idle_times_nb(px, py, pd, z, kv_min, kv_step, ctx_min, ctx_step, max_kv, gp
             continue
         kv = n + (steps - 1.0) / 2.0  # mean KV of the decode iterations (isl .. isl + osl - 2)
         itl_ms = bilinear_nb(z, kv_min, kv_step, ctx_min, ctx_step, kv / max_kv, kv)
-        itl_out[i] = (transfer_s + steps * itl_ms * 1e-3 * time_scale) / steps
+        itl_out[i] = itl_ms * time_scale / 1e3 + transfer_s / steps
 
 
 class IdleFeasibility:
