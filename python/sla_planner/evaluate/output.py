@@ -236,7 +236,7 @@ def render_html(ev: Evaluation) -> str:
 <body>
 <h1>sla-planner evaluate</h1>
 <p class="meta">{html.escape(meta)}</p>
-{_html_table(ev.records)}
+<div style="overflow-x:auto">{_html_table(ev.records)}</div>
 {chr(10).join(parts)}
 </body>
 </html>

@@ -154,6 +154,20 @@ def _run_processes(tasks: list[CellTask], jobs: int, done: Callable[[dict[str, A
                 f.cancel()
 
 
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A HOST:PORT address must accept a TCP connection (Ray itself retries for minutes)."""
+    import re
+    import socket
+
+    m = re.fullmatch(r"\[?([^\]/]+?)\]?:(\d+)", address.strip())
+    if m is None:  # "auto", "ray://...": left to Ray
+        return
+    try:
+        socket.create_connection((m.group(1), int(m.group(2))), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ConfigError(f"--ray {address}: cannot connect to the Ray cluster ({exc.strerror or exc})") from None
+
+
 def _run_ray(tasks: list[CellTask], address: str, done: Callable[[dict[str, Any]], None]) -> None:
     try:
         import ray
@@ -161,6 +175,7 @@ def _run_ray(tasks: list[CellTask], address: str, done: Callable[[dict[str, Any]
         raise ConfigError(
             "--ray: the ray package is not installed (pip install 'sla-planner[ray]')"
         ) from None
+    _check_reachable(address)
     try:
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=False)
     except (ConnectionError, RuntimeError, ValueError) as exc:
