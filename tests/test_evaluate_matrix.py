@@ -9,12 +9,12 @@ import pytest
 
 from sla_planner.cli import main
 from sla_planner.errors import ConfigError
+from sla_planner.evaluate.matrix_file import matrix_from_file
 from sla_planner.evaluate.matrix import (
     PLANNER_PRESETS,
     SimKnobs,
     TraceEntry,
     build_matrix,
-    matrix_from_file,
     parse_policy,
     parse_profile,
     parse_trace,
@@ -227,3 +227,31 @@ def test_cli_errors_exit_2_naming_the_problem(
 def test_cli_json_file_form(tmp_path: Path) -> None:
     path = _write(tmp_path, json.dumps({"traces": ["builtin:mooncake_conversation"], "seed": 1}), "m.json")
     assert matrix_from_file(path)["seed"] == 1
+
+
+def _cli_matrix(*args: str):  # type: ignore[no-untyped-def]
+    from sla_planner.cli import build_parser
+    from sla_planner.cli.evaluate import _settings
+
+    return build_matrix(**_settings(build_parser().parse_args(["evaluate", *args])))
+
+
+def test_default_matrix_is_the_issue_matrix() -> None:
+    m = _cli_matrix()
+    assert [t.name for t in m.traces] == ["mooncake_conversation", "mooncake_conversation x4", "bursty"]
+    assert [p.name for p in m.profiles] == ["example"]
+    assert [p.name for p in m.policies] == [
+        "planner:sla", "planner:throughput", "planner:latency", "static:mean", "static:peak", "static:best", "oracle",
+    ]
+    assert (m.sim_time_scales, m.startup_delays_s, m.initial_replicas) == ((1.0, 1.15), (120.0,), "static:mean")
+    assert len(m.cells()) == 3 * 2 * 7
+
+
+def test_quick_matrix_and_flag_precedence(tmp_path: Path) -> None:
+    assert len(_cli_matrix("--quick").cells()) == 5
+    path = _write(tmp_path, "traces: [builtin:a]\nseed: 4\nconfig: {max_gpu_budget: 64, ttft: 1500}\n")
+    m = _cli_matrix("--matrix", str(path), "--seed", "5", "--max-gpu-budget", "32", "--profile-results-dir", "builtin:b")
+    assert [t.name for t in m.traces] == ["a"]
+    assert m.seed == 5
+    assert m.config_dict() == {"max_gpu_budget": 32, "ttft": 1500}  # flags beat the file's config
+    assert [p.spec for p in m.profiles] == ["builtin:b"]

@@ -52,9 +52,8 @@ def _floats(flag: str) -> Any:
 
 def _settings(ns: argparse.Namespace) -> dict[str, Any]:
     """Matrix settings: --quick or the default matrix, then --matrix FILE, then flags."""
-    from ..evaluate.matrix import (
-        SimKnobs, check_initial, matrix_from_file, parse_policy, parse_profile, parse_trace, split_list,
-    )
+    from ..evaluate.matrix import SimKnobs, parse_policy, parse_profile, parse_trace, split_list
+    from ..evaluate.matrix_file import check_initial, matrix_from_file
 
     if ns.quick and ns.matrix:
         raise ConfigError("--quick and --matrix: choose one")

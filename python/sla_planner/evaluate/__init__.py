@@ -16,11 +16,11 @@ from .matrix import (
     SimKnobs,
     TraceEntry,
     build_matrix,
-    matrix_from_file,
     parse_policy,
     parse_profile,
     parse_trace,
 )
+from .matrix_file import matrix_from_file
 from .oracle import OraclePolicy, OracleSchedule, hindsight_oracle
 from .runner import Evaluation, check_matrix, run_matrix
 

@@ -98,6 +98,8 @@ def _group(task: CellTask) -> _Group:
         raise ConfigError(f"mode: evaluate simulates 'disagg' or 'agg' deployments, not {cfg.mode!r}")
     models = load_profile(cell.profile.spec)
     sim_models = models if cell.profile.sim_spec is None else load_profile(cell.profile.sim_spec)
+    if sim_models.prefill is None or sim_models.decode is None:  # load_profile reads both sides
+        raise SlaPlannerError(f"profile {cell.profile.simulated}: the simulator needs prefill and decode data")
     knobs = matrix.sim
     settings = SimSettings(
         mode=cfg.mode,

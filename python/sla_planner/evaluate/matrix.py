@@ -1,6 +1,6 @@
 """What `sla-planner evaluate` runs: traces x profiles x policies x simulator variants.
 
-A matrix comes from command-line strings and/or a YAML/JSON file (see :func:`matrix_from_file`);
+A matrix comes from command-line strings and/or a YAML/JSON file (see :mod:`.matrix_file`);
 every problem is a :class:`~sla_planner.errors.ConfigError` naming the key (``policies[2].config``)
 or the flag. Entries are plain frozen dataclasses, so cells pickle cheaply to worker processes.
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +30,7 @@ from ..errors import ConfigError
 
 __all__ = [
     "PLANNER_PRESETS",
+    "TRACE_KEYS",
     "TraceEntry",
     "ProfileEntry",
     "PolicyEntry",
@@ -40,7 +41,10 @@ __all__ = [
     "parse_profile",
     "parse_policy",
     "split_list",
-    "matrix_from_file",
+    "check_attainment",
+    "check_number",
+    "profile_name",
+    "trace_entry",
     "build_matrix",
 ]
 
@@ -60,7 +64,7 @@ PLANNER_PRESETS: dict[str, dict[str, Any]] = {
 }
 
 _NAME = re.compile(r"^([A-Za-z0-9_.+-][A-Za-z0-9_.+ -]*)=(?=.)")
-_TRACE_KEYS = ("time_scale", "rate_scale", "max_requests", "max_duration_s")
+TRACE_KEYS = ("time_scale", "rate_scale", "max_requests", "max_duration_s")
 
 
 @dataclass(frozen=True)
@@ -221,7 +225,7 @@ def _split_name(text: str) -> tuple[str | None, str]:
     return m.group(1).strip(), text[m.end():]
 
 
-def _number(value: Any, where: str, *, positive: bool = True, integer: bool = False) -> Any:
+def check_number(value: Any, where: str, *, positive: bool = True, integer: bool = False) -> Any:
     if isinstance(value, str):
         try:
             value = json.loads(value)
@@ -265,28 +269,28 @@ def parse_trace(text: str, where: str = "--traces") -> TraceEntry:
         piece = piece.strip()
         m = re.fullmatch(r"x([0-9.eE+-]+)", piece)
         if m:
-            values["time_scale"] = 1.0 / _number(m.group(1), f"{where}: {text!r}: @x")
+            values["time_scale"] = 1.0 / check_number(m.group(1), f"{where}: {text!r}: @x")
             continue
         key, sep, value = piece.partition("=")
         key = key.strip()
-        if not sep or key not in _TRACE_KEYS:
+        if not sep or key not in TRACE_KEYS:
             raise ConfigError(
                 f"{where}: {text!r}: unknown modifier {piece!r} (expected @xN or @KEY=VALUE with "
-                f"KEY one of {', '.join(_TRACE_KEYS)})"
+                f"KEY one of {', '.join(TRACE_KEYS)})"
             )
         values[key] = value.strip()
-    return _trace_entry(name, spec, values, f"{where}: {text!r}")
+    return trace_entry(name, spec, values, f"{where}: {text!r}")
 
 
-def _trace_entry(name: str | None, spec: str, values: Mapping[str, Any], where: str) -> TraceEntry:
-    time_scale = _number(values.get("time_scale", 1.0), f"{where}: time_scale")
-    rate_scale = _number(values.get("rate_scale", 1.0), f"{where}: rate_scale")
+def trace_entry(name: str | None, spec: str, values: Mapping[str, Any], where: str) -> TraceEntry:
+    time_scale = check_number(values.get("time_scale", 1.0), f"{where}: time_scale")
+    rate_scale = check_number(values.get("rate_scale", 1.0), f"{where}: rate_scale")
     max_requests = values.get("max_requests")
     if max_requests is not None:
-        max_requests = _number(max_requests, f"{where}: max_requests", integer=True)
+        max_requests = check_number(max_requests, f"{where}: max_requests", integer=True)
     max_duration = values.get("max_duration_s")
     if max_duration is not None:
-        max_duration = _number(max_duration, f"{where}: max_duration_s")
+        max_duration = check_number(max_duration, f"{where}: max_duration_s")
     return TraceEntry(
         name or _trace_name(spec, time_scale, rate_scale),
         spec,
@@ -310,10 +314,10 @@ def parse_profile(text: str, where: str = "--profiles") -> ProfileEntry:
         sim_spec = value.strip()
     if not spec:
         raise ConfigError(f"{where}: {text!r}: the profile spec is empty")
-    return ProfileEntry(name or _profile_name(spec), spec, sim_spec)
+    return ProfileEntry(name or profile_name(spec), spec, sim_spec)
 
 
-def _profile_name(spec: str) -> str:
+def profile_name(spec: str) -> str:
     if spec.startswith("builtin:"):
         return spec[len("builtin:"):]
     return Path(spec.rstrip("/")).name or spec
@@ -377,7 +381,7 @@ def parse_policy(text: str, where: str = "--policies") -> PolicyEntry:
                 raise ConfigError(f"{here}: unknown static:best parameter {sorted(unknown)[0]!r} (expected target)")
             target = None
             if "target" in params:
-                target = _attainment(params["target"], f"{here}: target")
+                target = check_attainment(params["target"], f"{here}: target")
             return PolicyEntry(name or base, "static_best", spec, target=target)
         _no_query(query, here)
         counts = []
@@ -399,14 +403,14 @@ def _no_query(query: str, where: str) -> None:
         raise ConfigError(f"{where}: takes no ?parameters")
 
 
-def _attainment(value: Any, where: str) -> float:
-    v = _number(value, where)
+def check_attainment(value: Any, where: str) -> float:
+    v = check_number(value, where)
     if v > 1.0:
         raise ConfigError(f"{where}: an attainment share must be in (0, 1], got {value!r}")
     return float(v)
 
 
-def _unique(entries: Sequence[Any], what: str) -> tuple[Any, ...]:
+def _unique(entries: Sequence[Any]) -> tuple[Any, ...]:
     """Entries with unique names: repeated derived names get #2, #3...; explicit clashes fail."""
     seen: dict[str, int] = {}
     out = []
@@ -419,165 +423,6 @@ def _unique(entries: Sequence[Any], what: str) -> tuple[Any, ...]:
             seen[name] = 1
         out.append(replace(e, name=name))
     return tuple(out)
-
-
-# ---------------------------------------------------------------------------------- file form
-
-_FILE_KEYS = {
-    "traces", "profiles", "policies", "sim_time_scales", "startup_delays", "config",
-    "best_static_target", "best_static_max_replays", "oracle_interval_s", "initial_replicas",
-    "seed", "sim",
-}
-_SIM_KEYS = set(SimKnobs.__dataclass_fields__)
-
-
-def _as_list(value: Any, where: str) -> list[Any]:
-    if isinstance(value, (list, tuple)):
-        if not value:
-            raise ConfigError(f"{where}: must not be empty")
-        return list(value)
-    if isinstance(value, (str, int, float, dict)) and not isinstance(value, bool):
-        return [value]
-    raise ConfigError(f"{where}: expected a list, got {type(value).__name__}")
-
-
-def _check_keys(mapping: Mapping[str, Any], allowed: Iterable[str], where: str) -> None:
-    allowed = set(allowed)
-    for key in mapping:
-        if key not in allowed:
-            raise ConfigError(f"{where}.{key}: unknown key (expected one of {', '.join(sorted(allowed))})")
-
-
-def _file_trace(item: Any, where: str) -> TraceEntry:
-    if isinstance(item, str):
-        return parse_trace(item, where)
-    if not isinstance(item, dict):
-        raise ConfigError(f"{where}: expected a string or a mapping, got {type(item).__name__}")
-    _check_keys(item, ("spec", "name", *_TRACE_KEYS), where)
-    spec = item.get("spec")
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"{where}.spec: required, a trace spec string")
-    name = item.get("name")
-    if name is not None and not isinstance(name, str):
-        raise ConfigError(f"{where}.name: expected a string")
-    return _trace_entry(name, spec.strip(), item, where)
-
-
-def _file_profile(item: Any, where: str) -> ProfileEntry:
-    if isinstance(item, str):
-        return parse_profile(item, where)
-    if not isinstance(item, dict):
-        raise ConfigError(f"{where}: expected a string or a mapping, got {type(item).__name__}")
-    _check_keys(item, ("spec", "name", "sim_spec"), where)
-    for key in ("spec", "name", "sim_spec"):
-        if key in item and not (isinstance(item[key], str) and item[key].strip()):
-            raise ConfigError(f"{where}.{key}: expected a non-empty string")
-    if "spec" not in item:
-        raise ConfigError(f"{where}.spec: required, a profile directory or builtin:NAME")
-    spec = item["spec"].strip()
-    return ProfileEntry(item.get("name") or _profile_name(spec), spec, item.get("sim_spec"))
-
-
-def _file_policy(item: Any, where: str) -> PolicyEntry:
-    if isinstance(item, str):
-        return parse_policy(item, where)
-    if not isinstance(item, dict):
-        raise ConfigError(f"{where}: expected a string or a mapping, got {type(item).__name__}")
-    _check_keys(item, ("policy", "name", "config", "target"), where)
-    spec = item.get("policy")
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"{where}.policy: required, a policy string such as planner:sla")
-    entry = parse_policy(spec, f"{where}.policy")
-    if "name" in item:
-        if not (isinstance(item["name"], str) and item["name"].strip()):
-            raise ConfigError(f"{where}.name: expected a non-empty string")
-        entry = replace(entry, name=item["name"].strip())
-    if "config" in item:
-        if entry.kind not in ("planner", "python"):
-            raise ConfigError(f"{where}.config: only planner and python policies take config overrides")
-        config = item["config"]
-        if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
-            raise ConfigError(f"{where}.config: expected a mapping of PlannerConfig fields")
-        entry = replace(entry, overrides=tuple({**dict(entry.overrides), **config}.items()))
-    if "target" in item:
-        if entry.kind != "static_best":
-            raise ConfigError(f"{where}.target: only static:best takes a target")
-        entry = replace(entry, target=_attainment(item["target"], f"{where}.target"))
-    return entry
-
-
-def matrix_from_file(path: str | Path) -> dict[str, Any]:
-    """The settings a YAML/JSON matrix file holds, parsed and checked, as :func:`build_matrix`
-    keyword arguments."""
-    from ..config_cli import read_config_file
-
-    where = f"matrix file {path}"
-    try:
-        data = read_config_file(path)
-    except ConfigError as exc:
-        message = str(exc).replace(f"config file {path}", where, 1)
-        raise ConfigError(message.replace("mapping of config fields", "mapping")) from None
-    _check_keys(data, _FILE_KEYS, where)
-    out: dict[str, Any] = {}
-    if "traces" in data:
-        items = _as_list(data["traces"], f"{where}: traces")
-        out["traces"] = [_file_trace(t, f"{where}: traces[{i}]") for i, t in enumerate(items)]
-    if "profiles" in data:
-        items = _as_list(data["profiles"], f"{where}: profiles")
-        out["profiles"] = [_file_profile(p, f"{where}: profiles[{i}]") for i, p in enumerate(items)]
-    if "policies" in data:
-        items = _as_list(data["policies"], f"{where}: policies")
-        out["policies"] = [_file_policy(p, f"{where}: policies[{i}]") for i, p in enumerate(items)]
-    if "sim_time_scales" in data:
-        items = _as_list(data["sim_time_scales"], f"{where}: sim_time_scales")
-        out["sim_time_scales"] = [_number(v, f"{where}: sim_time_scales[{i}]") for i, v in enumerate(items)]
-    if "startup_delays" in data:
-        items = _as_list(data["startup_delays"], f"{where}: startup_delays")
-        out["startup_delays_s"] = [
-            _number(v, f"{where}: startup_delays[{i}]", positive=False) for i, v in enumerate(items)
-        ]
-    if "config" in data:
-        config = data["config"]
-        if not isinstance(config, dict):
-            raise ConfigError(f"{where}: config: expected a mapping of PlannerConfig fields")
-        out["config"] = dict(config)
-    if "best_static_target" in data:
-        out["best_static_target"] = _attainment(data["best_static_target"], f"{where}: best_static_target")
-    if "best_static_max_replays" in data:
-        out["best_static_max_replays"] = _number(
-            data["best_static_max_replays"], f"{where}: best_static_max_replays", integer=True
-        )
-    if "oracle_interval_s" in data:
-        out["oracle_interval_s"] = _number(data["oracle_interval_s"], f"{where}: oracle_interval_s")
-    if "initial_replicas" in data:
-        out["initial_replicas"] = check_initial(data["initial_replicas"], f"{where}: initial_replicas")
-    if "seed" in data:
-        seed = data["seed"]
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ConfigError(f"{where}: seed: expected an integer >= 0, got {seed!r}")
-        out["seed"] = seed
-    if "sim" in data:
-        sim = data["sim"]
-        if not isinstance(sim, dict):
-            raise ConfigError(f"{where}: sim: expected a mapping")
-        _check_keys(sim, _SIM_KEYS, f"{where}: sim")
-        knobs: dict[str, Any] = {}
-        for key, value in sim.items():
-            integer = key in ("max_num_batched_tokens", "max_num_seqs", "engine_context_length")
-            knobs[key] = _number(value, f"{where}: sim.{key}", integer=integer, positive=key != "transfer_s")
-        out["sim"] = SimKnobs(**knobs)
-    return out
-
-
-def check_initial(value: Any, where: str) -> str:
-    """``static:mean``, ``static:peak`` or replica counts ``P,D`` / ``N``."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = str(value)
-    if not isinstance(value, str) or not (
-        value in ("static:mean", "static:peak") or re.fullmatch(r"\d+(,\d+)*", value.strip())
-    ):
-        raise ConfigError(f"{where}: expected static:mean, static:peak or P,D, got {value!r}")
-    return value.strip()
 
 
 def build_matrix(
@@ -598,9 +443,9 @@ def build_matrix(
         if len(set(values)) != len(values):
             raise ConfigError(f"{name}: values repeat: {list(values)}")
     return Matrix(
-        traces=_unique(traces, "traces"),
-        profiles=_unique(profiles, "profiles"),
-        policies=_unique(policies, "policies"),
+        traces=_unique(traces),
+        profiles=_unique(profiles),
+        policies=_unique(policies),
         sim_time_scales=sim_scales,
         startup_delays_s=delays,
         config=tuple(dict(config).items()),
