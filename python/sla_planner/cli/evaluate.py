@@ -27,7 +27,9 @@ QUICK_TRACES = ("builtin:mooncake_conversation@x4",)
 QUICK_POLICIES = ("planner:sla", "static:mean", "static:peak", "static:best", "oracle")
 QUICK_SIM_TIME_SCALES = (1.0,)
 
-_SIM_FLAGS = ("max_num_batched_tokens", "max_num_seqs", "transfer_s", "engine_context_length", "drain_s")
+_SIM_FLAGS = (
+    "max_num_batched_tokens", "max_num_seqs", "transfer_s", "drain_timeout_s", "engine_context_length", "drain_s",
+)
 
 
 def _floats(flag: str) -> Any:
@@ -201,6 +203,8 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--max-num-batched-tokens", type=count, default=None, help="prefill tokens per iteration (8192)")
     p.add_argument("--max-num-seqs", type=count, default=None, help="running requests per decode engine (256)")
     p.add_argument("--transfer-s", type=positive_float, default=None, help="prefill-to-decode KV transfer time (0)")
+    p.add_argument("--drain-timeout-s", type=positive_float, default=None,
+                   help="a removed engine finishes its requests for at most this long; 0 kills them (600)")
     p.add_argument("--engine-context-length", type=count, default=None, help="engines' maximum context (131072)")
     p.add_argument("--drain-s", type=positive_float, default=None,
                    help="after the last arrival, wait at most this long for in-flight requests (600)")

@@ -107,6 +107,7 @@ def _group(task: CellTask) -> _Group:
         max_num_seqs=knobs.max_num_seqs,
         startup_delay_s=cell.startup_delay_s,
         transfer_s=knobs.transfer_s,
+        drain_timeout_s=knobs.drain_timeout_s,
         time_scale=cell.sim_time_scale,
         prefill_engine_num_gpu=cfg.prefill_engine_num_gpu,
         decode_engine_num_gpu=cfg.decode_engine_num_gpu,
@@ -170,12 +171,15 @@ def _measure(
         "scale_events": summary["scale_events"],
         "scale_events_per_hour": summary["scale_events"] / hours if hours > 0 else None,
         "requests_failed": summary["requests_failed"],
-        "requests_failed_scale_down": outcomes.get("failed_engine_removed"),
+        "requests_failed_scale_down": summary.get(
+            "requests_failed_scale_down", outcomes.get("failed_engine_removed")
+        ),
         "requests_unfinished": outcomes.get("unfinished"),
         "peak_gpus_requested": peak_requested,
         "peak_gpus_in_use": max(in_use),
         "gpu_budget": budget,
-        "within_budget": budget < 0 or peak_requested <= budget,
+        # draining engines still hold their GPUs: the budget counts them too
+        "within_budget": budget < 0 or max(peak_requested, max(in_use)) <= budget,
         "initial_replicas": format_replicas(initial),
         "ttft_target_ms": g.cfg.ttft,
         "itl_target_ms": g.cfg.itl,

@@ -120,6 +120,7 @@ class SimKnobs:
     max_num_batched_tokens: int = 8192
     max_num_seqs: int = 256
     transfer_s: float = 0.0
+    drain_timeout_s: float = 600.0
     engine_context_length: int = 131072
     drain_s: float = 600.0
 

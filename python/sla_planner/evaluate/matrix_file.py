@@ -174,7 +174,7 @@ def matrix_from_file(path: str | Path) -> dict[str, Any]:
         knobs: dict[str, Any] = {}
         for key, value in sim.items():
             integer = key in ("max_num_batched_tokens", "max_num_seqs", "engine_context_length")
-            knobs[key] = check_number(value, f"{where}: sim.{key}", integer=integer, positive=key != "transfer_s")
+            knobs[key] = check_number(value, f"{where}: sim.{key}", integer=integer, positive=key not in ("transfer_s", "drain_timeout_s"))
         out["sim"] = SimKnobs(**knobs)
     return out
 
