@@ -163,15 +163,17 @@ def static_sizes(work: Workload, cfg: Any, models: Any, interval_s: float) -> di
         assert sized.replicas is not None
         for pool, n in sized.replicas.items():
             peak[pool] = max(peak[pool], n)
-    if settings.mode == "disagg":  # each interval fits the budget; their per-pool maxima may not
+    if settings.mode == "disagg" and settings.max_gpu_budget is not None:
+        # each interval fits the budget; their per-pool maxima may not
         peak = dict(
             fit_disagg_to_budget(
                 peak[Pool.PREFILL],
                 peak[Pool.DECODE],
                 settings.prefill_engine_num_gpu,
                 settings.decode_engine_num_gpu,
-                settings.min_endpoint,
+                settings.min_replicas(Pool.PREFILL),
                 settings.max_gpu_budget,
+                decode_min=settings.min_replicas(Pool.DECODE),
             ).replicas
         )
     return {"mean": dict(plan.replicas), "peak": peak}
