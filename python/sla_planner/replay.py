@@ -30,7 +30,7 @@ from .sim import _kernel as K
 from .sim.cluster import ScaleEvent, SimCluster
 from .sim.fpm_bridge import SimFpmBridge
 from .sim.frontend import FrontendCounters, FrontendEmulator
-from .sim.ledger import RequestLedger
+from .sim.ledger import IdleFeasibility, RequestLedger
 from .observe.decision_log import decision_record, finite_or_none, json_line
 from .ticks import TickObserver, TickRecord, build_tick_input
 from .types import ObservedTraffic, Pool, TickKind
@@ -231,7 +231,8 @@ def run_replay(
         out.mkdir(parents=True, exist_ok=True)
         decisions_file = open(out / "decisions.jsonl", "w")
         csv_path = out / "requests.csv"
-    ledger = RequestLedger(options.ttft_target_ms, options.itl_target_ms, csv_path)
+    feasibility = IdleFeasibility(cluster, options.ttft_target_ms, options.itl_target_ms)
+    ledger = RequestLedger(options.ttft_target_ms, options.itl_target_ms, csv_path, feasibility)
     frontend = FrontendEmulator()
     arrivals = _Arrivals(requests)
     intervals = policy.intervals()

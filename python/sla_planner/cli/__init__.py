@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     from .bench import add_bench_parser
+    from .evaluate import add_evaluate_parser
     from .fpm import add_fpm_parsers
     from .plan import add_plan_parser
     from .profile import add_profile_parser
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_run_parser(sub)
     add_profile_parser(sub)
+    add_evaluate_parser(sub)  # policy evaluation matrix (issue 8)
     return parser
 
 

@@ -2,6 +2,9 @@
 
 Memory is bounded: counts are exact, quantiles come from a log-bucketed histogram with 0.5%
 relative resolution, and per-request rows stream to a file as they arrive.
+
+With an :class:`IdleFeasibility`, the ledger also counts the requests that could not meet the
+SLA even alone on an idle engine of the simulated cluster, and the attainment over the others.
 """
 
 from __future__ import annotations
@@ -13,10 +16,12 @@ from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
+from numba import njit
 
 from . import _kernel as K
+from ._lookup import bilinear_nb, hermite_nb
 
-__all__ = ["LogHistogram", "RequestLedger"]
+__all__ = ["IdleFeasibility", "LogHistogram", "RequestLedger"]
 
 _OUTCOME = {
     K.STATUS_OK: "ok",
@@ -64,10 +69,80 @@ class LogHistogram:
         return float(math.exp(self._lo + (b + 0.5) * self._log_g))
 
 
+@njit(cache=True)
+def _idle_times_nb(px, py, pd, z, kv_min, kv_step, ctx_min, ctx_step, max_kv, gpus, time_scale,
+                   transfer_s, isl, osl, ttft_out, itl_out):  # pragma: no cover - jitted
+    for i in range(isl.shape[0]):
+        n = isl[i]
+        rate = hermite_nb(px, py, pd, n) * gpus / time_scale
+        ttft_out[i] = n / (rate if rate > 0.0 else 1.0) if n > 0 else 0.0
+        steps = osl[i] - 1.0
+        if steps <= 0.0:
+            itl_out[i] = 0.0
+            continue
+        kv = n + (steps - 1.0) / 2.0  # mean KV of the decode iterations (isl .. isl + osl - 2)
+        itl_ms = bilinear_nb(z, kv_min, kv_step, ctx_min, ctx_step, kv / max_kv, kv)
+        itl_out[i] = itl_ms * time_scale / 1e3 + transfer_s / steps
+
+
+class IdleFeasibility:
+    """Which requests can meet the SLA alone on an idle engine of the simulated cluster.
+
+    With the simulator's own lookups (see :mod:`._kernel`) and a ``SimCluster``'s perf and
+    settings: the idle TTFT of ISL ``L`` is ``L / (thpt_per_gpu(L) * prefill GPUs / time_scale)``;
+    the idle ITL is the batch-1 decode iteration time at the mean KV of the request's decode
+    iterations, ``L + (OSL - 2) / 2`` tokens (usage = that / max_kv_tokens), times ``time_scale``,
+    plus ``transfer_s`` spread over its ``OSL - 1`` gaps (0 when OSL <= 1). A request is
+    infeasible when its idle TTFT exceeds the TTFT target, its idle ITL exceeds the ITL target,
+    or ISL + OSL exceeds the KV capacity (it is rejected).
+    """
+
+    def __init__(self, cluster: Any, ttft_target_ms: float, itl_target_ms: float) -> None:
+        perf, settings = cluster.perf, cluster.settings
+        self._perf = perf
+        self._gpus = float(
+            settings.prefill_engine_num_gpu if settings.mode == "disagg" else settings.decode_engine_num_gpu
+        )
+        self._time_scale = float(settings.time_scale)
+        self._transfer_s = float(settings.transfer_s) if settings.mode == "disagg" else 0.0
+        self.ttft_target_s = ttft_target_ms / 1e3
+        self.itl_target_s = itl_target_ms / 1e3
+
+    def idle_times_s(
+        self, isl: npt.ArrayLike, osl: npt.ArrayLike
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+        """(idle TTFT, idle ITL) in seconds per request."""
+        p = self._perf
+        li = np.ascontiguousarray(isl, dtype=np.float64).reshape(-1)
+        lo = np.ascontiguousarray(osl, dtype=np.float64).reshape(-1)
+        ttft, itl = np.empty_like(li), np.empty_like(li)
+        _idle_times_nb(
+            p.prefill_isl, p.prefill_thpt_per_gpu, p.prefill_slopes, p.decode_itl_grid_ms,
+            p.kv_min, p.kv_step, p.ctx_min, p.ctx_step, float(p.max_kv_tokens), self._gpus,
+            self._time_scale, self._transfer_s, li, lo, ttft, itl,
+        )
+        return ttft, itl
+
+    def __call__(self, isl: npt.ArrayLike, osl: npt.ArrayLike) -> npt.NDArray[np.bool_]:
+        """True for each request that can meet both targets on an idle engine."""
+        ttft, itl = self.idle_times_s(isl, osl)
+        fits = np.asarray(isl, dtype=np.float64) + np.asarray(osl, dtype=np.float64) <= self._perf.max_kv_tokens
+        return (ttft <= self.ttft_target_s) & (itl <= self.itl_target_s) & fits.reshape(-1)
+
+
 class RequestLedger:
     """Folds simulator completion records into SLA counters and quantiles."""
 
-    def __init__(self, ttft_target_ms: float, itl_target_ms: float, csv_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        ttft_target_ms: float,
+        itl_target_ms: float,
+        csv_path: Path | None = None,
+        feasibility: IdleFeasibility | None = None,
+    ) -> None:
+        self.feasibility = feasibility
+        self.feasible = 0
+        self.feasible_met = 0
         self.ttft_target_s = ttft_target_ms / 1e3
         self.itl_target_s = itl_target_ms / 1e3
         self.total = 0
@@ -107,6 +182,10 @@ class RequestLedger:
         self.ttft_met += int(ttft_ok.sum())
         self.itl_met += int(itl_ok.sum())
         self.both_met += int((ttft_ok & itl_ok).sum())
+        if self.feasibility is not None:
+            feasible = self.feasibility(rows[:, K.D_ISL], rows[:, K.D_OSL])
+            self.feasible += int(feasible.sum())
+            self.feasible_met += int((feasible & ttft_ok & itl_ok).sum())
         self.ttft_hist.add(ttft[ok])
         self.itl_hist.add(itl[ok & (gaps > 0)])
         if self._csv is not None:
@@ -137,7 +216,14 @@ class RequestLedger:
         def ms(v: float | None) -> float | None:
             return None if v is None else v * 1e3
 
+        feasible: dict[str, Any] = {}
+        if self.feasibility is not None:
+            feasible = {
+                "requests_infeasible": self.total - self.feasible,
+                "sla_attainment_feasible": self.feasible_met / self.feasible if self.feasible else None,
+            }
         return {
+            **feasible,
             "requests_total": self.total,
             "requests_ok": self.ok,
             "requests_failed": self.total - self.ok,
