@@ -7,8 +7,12 @@ A profile directory holds
 * decode: ``selected_decode_interpolation/raw_data.npz`` or ``decode_raw_data.json``
   (``x_kv_usage``, ``y_context_length``, ``z_itl``, ``z_thpt_per_gpu``, ``max_kv_tokens``).
 
-When both forms of one side exist, the NPZ file wins and the JSON file is not read. NPZ archives
-are opened with ``allow_pickle=False``: an object array is refused with an error, never unpickled.
+When both forms of one side exist, the NPZ file wins and the JSON file is not read. An NPZ
+member is bounded before it is read: its declared size, then its .npy header (an object dtype is
+refused, never unpickled; at most :data:`MAX_PROFILE_POINTS` values), then the declared size must
+equal header plus data, and exactly that much is decompressed (a "zip bomb" or a header claiming
+``shape (10**12,)`` is refused without allocating). JSON profiles are read within
+:data:`MAX_PROFILE_JSON_BYTES` and the bounds of :mod:`sla_planner.documents`.
 The directory spec ``builtin:NAME`` names a profile bundled with the package
 (``builtin:example`` is the synthetic profile described in :mod:`sla_planner.perf.analytic`).
 The rules the arrays must satisfy are in :mod:`sla_planner.perf.validation`.
@@ -16,9 +20,10 @@ The rules the arrays must satisfy are in :mod:`sla_planner.perf.validation`.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from importlib.resources.abc import Traversable
@@ -27,11 +32,13 @@ from typing import Any
 
 import numpy as np
 
+from ..documents import DocumentError, parse_json, read_bounded, short_repr
 from ..errors import ProfileDataError
 from .decode import DecodeModel
 from .prefill import PrefillModel
 from .validation import (
     DECODE_KEYS,
+    MAX_PROFILE_POINTS,
     PREFILL_KEYS,
     DecodeData,
     PrefillData,
@@ -60,6 +67,13 @@ DECODE_NPZ = ("selected_decode_interpolation", "raw_data.npz")
 DECODE_JSON = ("decode_raw_data.json",)
 
 ProfileSpec = str | os.PathLike[str]
+
+#: Bounds checked before anything is read (with validation's MAX_PROFILE_POINTS values per
+#: array): bytes per .npy member (header and data), members per archive, bytes of a JSON profile.
+MAX_NPY_BYTES = 64 << 20
+MAX_NPZ_MEMBERS = 1024
+MAX_PROFILE_JSON_BYTES = 64 << 20
+_NPY_MAGIC = b"\x93NUMPY"
 
 
 @dataclass(frozen=True)
@@ -94,15 +108,20 @@ def resolve_profile_dir(spec: ProfileSpec) -> tuple[Traversable, str]:
         available = builtin_profiles()
         if name not in available:
             raise ProfileDataError(
-                f"unknown built-in profile {text!r}; available: "
+                f"unknown built-in profile {short_repr(text)}; available: "
                 + (", ".join(BUILTIN_PREFIX + n for n in available) or "none")
             )
         return _builtin_root().joinpath(name), text
     path = Path(text)
-    if not path.exists():
-        raise ProfileDataError(f"profile directory {text!r} does not exist")
-    if not path.is_dir():
-        raise ProfileDataError(f"profile directory {text!r} is not a directory")
+    shown = short_repr(text)
+    try:
+        exists, is_dir = path.exists(), path.is_dir()
+    except (OSError, ValueError) as exc:  # name too long, embedded NUL byte
+        raise ProfileDataError(f"profile directory {shown} cannot be used ({exc})") from None
+    if not exists:
+        raise ProfileDataError(f"profile directory {shown} does not exist")
+    if not is_dir:
+        raise ProfileDataError(f"profile directory {shown} is not a directory")
     return path, text
 
 
@@ -118,40 +137,90 @@ def _pick(
 
 
 def _read_npz(file: Traversable, keys: tuple[str, ...]) -> dict[str, Any]:
+    """The arrays ``keys`` of an NPZ archive, each bounded before it is read (see module doc).
+
+    Members not asked for are only listed (their names appear in messages), never read.
+    """
     label = str(file)
     out: dict[str, Any] = {}
     try:
         with file.open("rb") as fh:
-            loaded = np.load(fh, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
+            if fh.read(len(_NPY_MAGIC)) == _NPY_MAGIC:
                 raise ProfileDataError(f"{label}: not an NPZ archive (a single .npy array)")
-            with loaded as npz:
+            fh.seek(0)
+            with zipfile.ZipFile(fh) as archive:
+                members = archive.infolist()
+                if len(members) > MAX_NPZ_MEMBERS:
+                    raise ProfileDataError(
+                        f"{label}: {len(members):,} members; an NPZ profile holds at most "
+                        f"{MAX_NPZ_MEMBERS}"
+                    )
+                by_key = {info.filename.removesuffix(".npy"): info for info in members}
                 for key in keys:
-                    if key not in npz.files:
-                        continue
-                    try:
-                        out[key] = npz[key]
-                    except ValueError as exc:
-                        if "allow_pickle" in str(exc) or "Object arrays" in str(exc):
-                            raise ProfileDataError(
-                                f"{label}: array '{key}' is an object array; refused "
-                                "(NPZ profiles are loaded with allow_pickle=False)"
-                            ) from None
-                        raise _unreadable(label, key, exc) from None
-                    except (zipfile.BadZipFile, OSError, EOFError) as exc:
-                        raise _unreadable(label, key, exc) from None
-                # Keys not asked for are reported by name only if a required one is missing.
-                for key in npz.files:
+                    if key in by_key:
+                        out[key] = _read_member(archive, by_key[key], label, key)
+                for key in by_key:
                     out.setdefault(key, _Present())
     except ProfileDataError:
         raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError,
+            NotImplementedError, zlib.error) as exc:
         raise ProfileDataError(f"{label}: not a readable NPZ archive ({exc})") from None
     return out
 
 
-def _unreadable(label: str, key: str, exc: BaseException) -> ProfileDataError:
-    return ProfileDataError(f"{label}: array '{key}' cannot be read: {exc}")
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, label: str, key: str) -> Any:
+    """One .npy member: sizes and header checked first, then exactly the declared data read."""
+    if info.file_size > MAX_NPY_BYTES:
+        raise _unreadable(
+            label, key, f"declares {info.file_size:,} bytes; at most {MAX_NPY_BYTES:,} are read"
+        )
+    try:
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
+            elif version == (2, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
+            else:
+                raise _unreadable(label, key, f"unsupported .npy format version {version}")
+            if dtype.hasobject:
+                raise ProfileDataError(
+                    f"{label}: array '{key}' is an object array; refused "
+                    "(NPZ profiles are loaded with allow_pickle=False)"
+                )
+            count = math.prod(shape)
+            if count > MAX_PROFILE_POINTS:
+                raise _unreadable(
+                    label, key,
+                    f"shape {shape} holds {count:,} values; a profile array holds at most "
+                    f"{MAX_PROFILE_POINTS:,}",
+                )
+            data_bytes = count * dtype.itemsize
+            header_bytes = member.tell()
+            if info.file_size != header_bytes + data_bytes:
+                raise _unreadable(
+                    label, key,
+                    f"declared size {info.file_size:,} bytes does not match its header "
+                    f"({header_bytes:,} header + {data_bytes:,} data bytes for shape {shape}, "
+                    f"dtype {dtype})",
+                )
+            raw = member.read(data_bytes)
+            if len(raw) != data_bytes:
+                raise _unreadable(label, key, f"truncated: {len(raw):,} of {data_bytes:,} data bytes")
+            if member.read(1):
+                raise _unreadable(label, key, "more data than its header declares")
+    except ProfileDataError:
+        raise
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError,
+            NotImplementedError, zlib.error) as exc:
+        raise _unreadable(label, key, str(exc)) from None
+    array = np.frombuffer(raw, dtype=dtype, count=count)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
+def _unreadable(label: str, key: str, problem: object) -> ProfileDataError:
+    return ProfileDataError(f"{label}: array '{key}' cannot be read: {problem}")
 
 
 class _Present:
@@ -162,17 +231,12 @@ def _read_json(file: Traversable) -> dict[str, Any]:
     label = str(file)
     try:
         with file.open("rb") as fh:
-            raw = fh.read()
+            raw = read_bounded(fh, MAX_PROFILE_JSON_BYTES, label)
+    except DocumentError as exc:
+        raise ProfileDataError(str(exc)) from None
     except OSError as exc:
         raise ProfileDataError(f"{label}: cannot read ({exc})") from None
-    try:
-        doc = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ProfileDataError(f"{label}: not UTF-8 text ({exc})") from None
-    except json.JSONDecodeError as exc:
-        raise ProfileDataError(
-            f"{label}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
+    doc = parse_json(raw, label, ProfileDataError)
     if not isinstance(doc, dict):
         raise ProfileDataError(
             f"{label}: top level must be a JSON object, got {type(doc).__name__}"
