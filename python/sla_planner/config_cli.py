@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
-from .documents import DocumentError, parse_json, parse_yaml, read_bounded
+from .documents import DocumentError, parse_json, parse_yaml, read_bounded, short_repr
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -153,8 +153,7 @@ def read_config_value(value: str) -> tuple[dict[str, object], str]:
         return read_config_file(value), f"config file {value}"
     if value.lstrip().startswith(("{", "[")):
         return read_inline_json(value), "inline JSON config"
-    shown = value if len(value) <= 200 else value[:200] + "..."
-    raise ConfigError(f"--config: {shown!r} is neither an existing file nor inline JSON")
+    raise ConfigError(f"--config: {short_repr(value)} is neither an existing file nor inline JSON")
 
 
 # -- environment ------------------------------------------------------------------------------
@@ -194,7 +193,24 @@ def _optional_float(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a number or 'none', got {short_repr(text)}"
+        ) from None
+
+
+def _int_flag(text: str) -> int:
+    """An integer flag; ranges are the field's (checked with the config), length bounded here."""
+    digits = text.strip().lstrip("+-")
+    if len(digits) > 40 or not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {short_repr(text)}")
+    return int(text)
+
+
+def _float_flag(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {short_repr(text)}") from None
 
 
 class _NegatedBooleanAction(argparse.Action):
@@ -236,11 +252,11 @@ def _argument_kwargs(name: str, annotation: Any) -> dict[str, Any]:
     if get_origin(base) is Literal:
         return {"choices": list(get_args(base))}
     if base is int:
-        return {"type": int, "metavar": "N"}
+        return {"type": _int_flag, "metavar": "N"}
     if base is float:
         if optional:
             return {"type": _optional_float, "metavar": "X|none"}
-        return {"type": float, "metavar": "X"}
+        return {"type": _float_flag, "metavar": "X"}
     if base is str:
         return {"type": str}
     raise TypeError(f"no flag type for config annotation {annotation!r}")
