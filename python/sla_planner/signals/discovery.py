@@ -252,9 +252,9 @@ class FileDiscovery:
         where = f"discovery file {self.path}"
         try:
             st = os.stat(self.path)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
             self._key = None
-            self._fail(f"{where}: cannot read: {exc.strerror or exc}")
+            self._fail(f"{where}: cannot read: {getattr(exc, 'strerror', None) or exc}")
             return list(self._endpoints)
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if key == self._key:
