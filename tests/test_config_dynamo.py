@@ -247,3 +247,14 @@ def test_numbers_are_bounded(field: str, value: object, ok: bool) -> None:
         return
     with pytest.raises(ConfigError, match=f"{field}: must be at most"):
         PlannerConfig(**fields)
+
+
+def test_plan_with_a_negative_budget_has_no_ceiling(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from sla_planner.cli import main
+
+    path = tmp_path / "planner_config.yaml"
+    path.write_text(DYNAMO_YAML)
+    assert main(["plan", "--config", str(path), "--num-req", "100000", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["budget"]["action"] == "within_budget"
+    assert result["prefill_replicas"] + 2 * result["decode_replicas"] > 8  # beyond Dynamo's default 8
