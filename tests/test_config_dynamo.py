@@ -81,8 +81,7 @@ scheduling:
 
 NO_EFFECT_GIVEN = [
     "pre_deployment_sweeping_mode", "max_throughput_scaling_replicas", "control_api_port",
-    "aic_interpolation", "metric_pulling_prometheus_token", "metric_pulling_prometheus_ssl_verify",
-    "metric_pulling_prometheus_request_timeout_seconds", "max_num_fpm_samples",
+    "aic_interpolation", "metric_pulling_prometheus_ssl_verify", "max_num_fpm_samples",
     "fpm_sample_bucket_size", "prefill_scale_up_queue_tokens", "prefill_scale_down_queue_tokens",
     "decode_scale_up_kv_rate", "decode_scale_down_kv_rate", "speculative_nextn",
     "enable_power_awareness", "total_gpu_power_limit", "report_filename", "report_write_gzip_log",
@@ -113,6 +112,7 @@ def test_a_dynamo_config_file_loads_with_one_warning(
     assert (config.ttft, config.itl) == (500.0, 50.0)
     assert (config.throughput_adjustment_interval, config.load_adjustment_interval) == (180, 5)
     assert config.no_operation is True
+    assert (config.prometheus_bearer_token, config.prometheus_timeout_s) == (None, 10.0)
     # the fields with a meaning here
     assert config.gpu_budget() is None and config.gpu_floor() is None
     assert (config.min_replicas("prefill"), config.min_replicas("decode")) == (2, 3)

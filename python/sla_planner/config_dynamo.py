@@ -27,6 +27,10 @@ DYNAMO_ALIASES: Mapping[str, str] = {
     "throughput_adjustment_interval_seconds": "throughput_adjustment_interval",
     "load_adjustment_interval_seconds": "load_adjustment_interval",
     "advisory": "no_operation",
+    "metric_pulling_prometheus_token": "prometheus_bearer_token",
+    "metric_pulling_prometheus_token_file": "prometheus_bearer_token_file",
+    "metric_pulling_prometheus_ca_bundle": "prometheus_ca_bundle",
+    "metric_pulling_prometheus_request_timeout_seconds": "prometheus_timeout_s",
 }
 
 #: Our fields Dynamo allows to be null ("read it from the deployment"); null means our default.
@@ -71,13 +75,6 @@ def _percent_or_null(value: Any) -> str | None:
     number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
     if not number_ok or not math.isfinite(value) or not 0 <= value <= 100:
         return "must be a number in 0..100 or null"
-    return None
-
-
-def _positive_number(value: Any) -> str | None:
-    number_ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not number_ok or not math.isfinite(value) or value <= 0:
-        return "must be a finite number > 0"
     return None
 
 
@@ -135,15 +132,10 @@ NO_EFFECT: Mapping[str, tuple[Check, str]] = {
         _percent_or_null, "optimization_target 'load' is not implemented here"),
     "decode_scale_down_kv_rate": (
         _percent_or_null, "optimization_target 'load' is not implemented here"),
-    "metric_pulling_prometheus_token": (_str_or_null, "Prometheus is queried without auth here"),
-    "metric_pulling_prometheus_token_file": (
-        _str_or_null, "Prometheus is queried without auth here"),
-    "metric_pulling_prometheus_ssl_verify": (_bool, "TLS settings are not configurable here"),
-    "metric_pulling_prometheus_ca_bundle": (_str_or_null, "TLS settings are not configurable here"),
+    "metric_pulling_prometheus_ssl_verify": (
+        _bool, "https is always verified here (system CAs, or prometheus_ca_bundle)"),
     "metric_pulling_prometheus_extra_query_params": (
         _query_params, "no extra PromQL query parameters here"),
-    "metric_pulling_prometheus_request_timeout_seconds": (
-        _positive_number, "the Prometheus timeout is not configurable here"),
     "enable_power_awareness": (_bool, "no power budget here"),
     "total_gpu_power_limit": (_int_at_least(1, nullable=True), "no power budget here"),
     "report_filename": (_str_or_null, "report names are timestamped here"),
