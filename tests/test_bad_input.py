@@ -193,6 +193,9 @@ BASES: dict[str, list[str]] = {
     "fpm-watch": ["fpm-watch", "--endpoints", "tcp://127.0.0.1:9", "--duration", "0"],
     "mock-engine": ["mock-engine", "--port", "0", "--duration", "0"],
     "bench": ["bench", "--quick", "--only", "no-such-case"],
+    "run": ["run", "--connector", "memory:1,1", "--duration", "0", *EXAMPLE, "--live-dashboard-port", "0",
+            "--optimization-target", "sla", "--no-enable-load-scaling",
+            "--metric-pulling-prometheus-endpoint", "http://127.0.0.1:9"],
 }
 
 #: Values no number flag accepts.
@@ -202,11 +205,15 @@ HOSTILE_NUMBERS = ["nan", "inf", "-inf", "1e308", "-1e308", "9" * 400, "-" + "9"
 HOSTILE_PATHS = ["x" * 5000, "a\x00b", "no/such/thing/here"]
 PATH_FLAGS = {
     "--config", "--profile-results-dir", "--sim-profile-results-dir", "--trace", "--load",
-    "--discovery-file",
+    "--discovery-file", "--fpm-discovery-file",
 }
 #: Text flags with a grammar, and values each refuses (``--out`` is created, not read).
 TEXT_FLAGS = {
     "--out": ["x" * 5000, "a\x00b"],
+    "--metrics-out": ["x" * 5000, "a\x00b"],
+    "--decisions-out": ["x" * 5000, "a\x00b"],
+    "--connector": ["x" * 5000, "memory:-1,1", "memory:" + "9" * 5000, ""],
+    "--fpm-endpoints": ["x" * 5000, "a\x00b", "tcp://host:99999"],
     "--only": ["x" * 5000, ""],
     "--endpoints": ["x" * 5000, "a\x00b", "", "tcp://host:99999", "decode=" + "[" * 1000],
     "--bind-host": ["x" * 5000, "a\x00b", ""],
@@ -261,5 +268,7 @@ def test_every_flag_refuses_hostile_values(
 
 
 def test_the_sweep_covers_every_command() -> None:
+    parser = build_parser()
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
     commands = {case.values[0][0] for case in _cases()}  # type: ignore[attr-defined]
-    assert commands == set(BASES)
+    assert commands == set(BASES) == set(action.choices)

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..documents import short_repr
 from ..errors import ConfigError, SlaPlannerError
 from ..types import Pool
 
@@ -38,8 +39,6 @@ def parse_replicas(text: str, pools: tuple[Pool, ...]) -> dict[Pool, int]:
 
 def _out_dir(text: str) -> Path:
     """The output directory, created now: a path that cannot be one fails before the replay."""
-    from ..documents import short_repr
-
     try:
         path = Path(text)
         path.mkdir(parents=True, exist_ok=True)
@@ -180,11 +179,12 @@ def _observers(ns: argparse.Namespace, cfg: Any, kv_capacity_tokens: int) -> tup
     observers: list[Any] = []
     metrics = reporter = None
     if getattr(ns, "metrics_out", None):
-        target = Path(ns.metrics_out)
         try:
+            target = Path(ns.metrics_out)
             target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # fail before the replay, not after it
-            raise SlaPlannerError(f"--metrics-out {ns.metrics_out}: cannot write: {exc.strerror}") from exc
+        except (OSError, ValueError) as exc:  # fail before the replay, not after it
+            detail = getattr(exc, "strerror", None) or exc
+            raise SlaPlannerError(f"--metrics-out {short_repr(ns.metrics_out)}: cannot write: {detail}") from None
         try:
             from ..observe.metrics import MetricsSettings, PlannerMetrics
         except ImportError as exc:
@@ -221,8 +221,9 @@ def _observers(ns: argparse.Namespace, cfg: Any, kv_capacity_tokens: int) -> tup
         if metrics is not None:
             try:
                 out["metrics"] = str(metrics.write_exposition(ns.metrics_out))
-            except OSError as exc:
-                raise SlaPlannerError(f"--metrics-out {ns.metrics_out}: cannot write: {exc.strerror}") from exc
+            except (OSError, ValueError) as exc:
+                detail = getattr(exc, "strerror", None) or exc
+                raise SlaPlannerError(f"--metrics-out {short_repr(ns.metrics_out)}: cannot write: {detail}") from None
         return out
 
     return observers, finish
