@@ -35,6 +35,7 @@ __all__ = [
     "parse_yaml",
     "read_bounded",
     "short_repr",
+    "short_text",
 ]
 
 #: Deepest nesting of objects and lists accepted.
@@ -59,6 +60,13 @@ def short_repr(value: object, limit: int = _REPR_LIMIT) -> str:
     if len(text) > limit:
         return f"{text[: max(limit - 24, 8)]}... ({len(text):,} characters)"
     return text
+
+
+def short_text(text: str, limit: int = 200) -> str:
+    """``text`` as it is when short, else cut with its length (for names quoted in messages)."""
+    if len(text) <= limit:
+        return text
+    return f"{text[: limit - 24]}... ({len(text):,} characters)"
 
 
 def read_bounded(fh: IO[bytes], max_bytes: int, where: str) -> bytes:

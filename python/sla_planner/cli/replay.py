@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..documents import short_repr
+from ..documents import short_repr, short_text
 from ..errors import ConfigError, SlaPlannerError
 from ..types import Pool
 
@@ -184,7 +184,7 @@ def _observers(ns: argparse.Namespace, cfg: Any, kv_capacity_tokens: int) -> tup
             target.parent.mkdir(parents=True, exist_ok=True)
         except (OSError, ValueError) as exc:  # fail before the replay, not after it
             detail = getattr(exc, "strerror", None) or exc
-            raise SlaPlannerError(f"--metrics-out {short_repr(ns.metrics_out)}: cannot write: {detail}") from None
+            raise SlaPlannerError(f"--metrics-out {short_text(ns.metrics_out)}: cannot write: {detail}") from None
         try:
             from ..observe.metrics import MetricsSettings, PlannerMetrics
         except ImportError as exc:
@@ -223,7 +223,7 @@ def _observers(ns: argparse.Namespace, cfg: Any, kv_capacity_tokens: int) -> tup
                 out["metrics"] = str(metrics.write_exposition(ns.metrics_out))
             except (OSError, ValueError) as exc:
                 detail = getattr(exc, "strerror", None) or exc
-                raise SlaPlannerError(f"--metrics-out {short_repr(ns.metrics_out)}: cannot write: {detail}") from None
+                raise SlaPlannerError(f"--metrics-out {short_text(ns.metrics_out)}: cannot write: {detail}") from None
         return out
 
     return observers, finish

@@ -18,7 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from ..documents import short_repr
+from ..documents import short_text
 from ..errors import ConfigError
 from ..ticks import TickRecord
 from ..types import ObservedTraffic, Pool
@@ -125,7 +125,7 @@ class DecisionLog:
         except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
             detail = getattr(exc, "strerror", None) or exc
             raise ConfigError(
-                f"--decisions-out {short_repr(str(self.path))}: cannot open for writing ({detail})"
+                f"--decisions-out {short_text(str(self.path))}: cannot open for writing ({detail})"
             ) from None
         self.lines = 0
 
