@@ -27,6 +27,7 @@ from .config_cli import (
     read_env,
     read_inline_json,
 )
+from .config_budget import budget_problems, footprint, role_minimum
 from .config_dynamo import DYNAMO_ALIASES, NO_EFFECT, absorb_dynamo_fields
 from .documents import short_repr
 from .errors import ConfigError, InfeasibleBudgetError
@@ -72,99 +73,6 @@ MAX_CONFIG_INT = 2**31 - 1
 MAX_CONFIG_FLOAT = 1e15
 
 
-def _role_minimum(values: Mapping[str, Any], role: str) -> int:
-    """Minimum engines of ``role``: its own ``<role>_min_endpoint`` when set, else min_endpoint."""
-    own = values.get(f"{role}_min_endpoint")
-    return int(own if own is not None else values["min_endpoint"])
-
-
-def _minimum_name(values: Mapping[str, Any], role: str) -> str:
-    """The field supplying ``role``'s minimum, for messages."""
-    own = f"{role}_min_endpoint"
-    return own if values.get(own) is not None else "min_endpoint"
-
-
-def _footprint(values: Mapping[str, Any]) -> tuple[int, str]:
-    """Minimum GPUs of the mode's pools at their minimum engine counts, with the arithmetic."""
-    mode = values["mode"]
-    prefill_gpus, decode_gpus = values["prefill_engine_num_gpu"], values["decode_engine_num_gpu"]
-    if mode == "disagg":
-        p_name, d_name = _minimum_name(values, "prefill"), _minimum_name(values, "decode")
-        p_min, d_min = _role_minimum(values, "prefill"), _role_minimum(values, "decode")
-        total = p_min * prefill_gpus + d_min * decode_gpus
-        if p_name == d_name:  # one shared minimum: the long-standing form
-            return total, (
-                f"{p_name} * (prefill_engine_num_gpu + decode_engine_num_gpu) = "
-                f"{p_min} * ({prefill_gpus} + {decode_gpus}) = {total}"
-            )
-        return total, (
-            f"{p_name} * prefill_engine_num_gpu + {d_name} * decode_engine_num_gpu = "
-            f"{p_min} * {prefill_gpus} + {d_min} * {decode_gpus} = {total}"
-        )
-    if mode == "prefill":
-        name, minimum, gpus, gpu_name = (
-            _minimum_name(values, "prefill"), _role_minimum(values, "prefill"),
-            prefill_gpus, "prefill_engine_num_gpu",
-        )
-    elif mode == "decode":
-        name, minimum, gpus, gpu_name = (
-            _minimum_name(values, "decode"), _role_minimum(values, "decode"),
-            decode_gpus, "decode_engine_num_gpu",
-        )
-    else:
-        name, minimum, gpus, gpu_name = (
-            "min_endpoint", int(values["min_endpoint"]), decode_gpus, "decode_engine_num_gpu"
-        )
-    total = minimum * gpus
-    return total, f"{name} * {gpu_name} = {minimum} * {gpus} = {total}"
-
-
-_INACTIVE_ROLE_FIELDS: Mapping[str, tuple[str, ...]] = {
-    "disagg": (),
-    "prefill": ("decode_min_endpoint",),
-    "decode": ("prefill_min_endpoint",),
-    "agg": ("prefill_min_endpoint", "decode_min_endpoint"),
-}
-
-
-def _budget_problems(values: Mapping[str, Any], usable: Any) -> list[_Problem]:
-    """GPU budget rules: per-role minimums in their modes, floor <= ceiling, footprint fits."""
-    problems: list[_Problem] = []
-    if usable("mode", "prefill_min_endpoint", "decode_min_endpoint"):
-        for name in _INACTIVE_ROLE_FIELDS[values["mode"]]:
-            if values.get(name) is not None:
-                instead = " (use min_endpoint)" if values["mode"] == "agg" else ""
-                problems.append(
-                    _Problem(f"{name}: has no pool in mode {values['mode']!r}{instead}; leave it unset")
-                )
-    ceiling, floor = values.get("max_gpu_budget"), values.get("min_gpu_budget")
-    if (
-        usable("max_gpu_budget", "min_gpu_budget")
-        and ceiling is not None and floor is not None and ceiling >= 0 and floor > ceiling
-    ):
-        problems.append(
-            _Problem(
-                f"min_gpu_budget, max_gpu_budget: min_gpu_budget ({floor}) must be at most "
-                f"max_gpu_budget ({ceiling}); a negative value disables either"
-            )
-        )
-    footprint_fields = (
-        "mode", "min_endpoint", "prefill_min_endpoint", "decode_min_endpoint",
-        "prefill_engine_num_gpu", "decode_engine_num_gpu", "max_gpu_budget",
-    )
-    if usable(*footprint_fields) and ceiling is not None and ceiling >= 0:
-        total, arithmetic = _footprint(values)
-        if total > ceiling:
-            problems.append(
-                _Problem(
-                    f"max_gpu_budget: minimum footprint in mode {values['mode']!r} is {arithmetic} "
-                    f"GPUs, which exceeds max_gpu_budget={ceiling}",
-                    infeasible_budget=True,
-                )
-            )
-    return problems
-
-
 def _cross_field_problems(values: Mapping[str, Any], invalid: frozenset[str]) -> list[_Problem]:
     """Rules spanning several fields; a rule that reads a field in ``invalid`` is skipped."""
 
@@ -207,7 +115,7 @@ def _cross_field_problems(values: Mapping[str, Any], invalid: frozenset[str]) ->
         problems.append(
             _Problem("global_planner_namespace: required when environment is 'global-planner'")
         )
-    problems.extend(_budget_problems(values, usable))
+    problems.extend(_Problem(*problem) for problem in budget_problems(values, usable))
     return problems
 
 
@@ -789,7 +697,7 @@ class PlannerConfig(BaseModel):
         if pool == "agg":
             return self.min_endpoint
         if pool in ("prefill", "decode"):
-            return _role_minimum(self.__dict__, pool)
+            return role_minimum(self.__dict__, pool)
         raise ConfigError(f"pool: unknown pool {pool!r}; expected 'prefill', 'decode' or 'agg'")
 
     def gpu_budget(self) -> int | None:
@@ -802,7 +710,7 @@ class PlannerConfig(BaseModel):
 
     def min_footprint_gpus(self) -> int:
         """GPUs of every pool of the mode at :meth:`min_replicas` engines."""
-        total, _ = _footprint(self.__dict__)
+        total, _ = footprint(self.__dict__)
         return total
 
     def correction_enabled(self) -> bool:
