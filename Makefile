@@ -2,13 +2,18 @@
 .DEFAULT_GOAL := help
 PYTHON ?= python
 
-.PHONY: help install test test-compiled test-reference test-rust bench rust-dev profile
+.PHONY: help install lint test test-compiled test-reference test-rust test-slow bench rust-dev profile
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 install: ## editable install with every extra (builds the Rust and Cython extensions)
 	$(PYTHON) -m pip install -e '.[all]'
+
+lint: ## static checks: mypy on python/, cargo fmt --check, cargo clippy with warnings as errors
+	$(PYTHON) -m mypy python/sla_planner
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
 
 test: test-rust test-compiled test-reference ## the whole suite: cargo tests, then pytest with compiled kernels, then with the numpy references
 
@@ -20,6 +25,9 @@ test-compiled: ## pytest with the compiled kernels
 
 test-reference: ## pytest with SLA_PLANNER_NO_EXTENSIONS=1 (numpy/Python references everywhere)
 	SLA_PLANNER_NO_EXTENSIONS=1 $(PYTHON) -m pytest -q -m 'not slow' -p no:cacheprovider
+
+test-slow: ## the long tests (45-minute replays), a separate CI step
+	$(PYTHON) -m pytest -q -m slow -p no:cacheprovider
 
 bench: ## benchmarks: every kernel against its reference, in one run
 	$(PYTHON) -m pytest benches --benchmark-only --benchmark-columns=min,median,mean,ops -q

@@ -24,6 +24,15 @@ BURSTY = (  # one 10-minute burst at ten times the base rate in an hour
     "synthetic:bursts?base_rps=2&burst_rps=20&burst_every_s=1800&burst_len_s=600&duration_s=3600"
     "&isl=lognormal:3000:0.5&osl=lognormal:200:0.5&seed=5"
 )
+# The same bursts at twice the pace over 20 minutes: the behaviour, in a few seconds.
+BURSTY_SHORT = (
+    "synthetic:bursts?base_rps=2&burst_rps=20&burst_every_s=600&burst_len_s=300&duration_s=1200"
+    "&isl=lognormal:3000:0.5&osl=lognormal:200:0.5&seed=5"
+)
+TRACES = [
+    pytest.param(BURSTY_SHORT, 7_000, id="20-minutes"),
+    pytest.param(BURSTY, 17_000, id="1-hour", marks=pytest.mark.slow),
+]
 
 
 @pytest.fixture(scope="module")
@@ -37,36 +46,41 @@ def _cfg(**overrides: object) -> PlannerConfig:
     return PlannerConfig.from_sources(None, env={}, overrides=base)
 
 
-def _replay(models, policy, initial, out: Path | None = None):  # type: ignore[no-untyped-def]
+def _replay(models, policy, initial, out: Path | None = None, trace: str = BURSTY):  # type: ignore[no-untyped-def]
     cluster = SimCluster(SimPerf.from_models(models.prefill, models.decode), SimSettings(), initial)
-    return run_replay(open_trace(BURSTY), policy, cluster, ReplayOptions(2000.0, 30.0, out_dir=out))
+    return run_replay(open_trace(trace), policy, cluster, ReplayOptions(2000.0, 30.0, out_dir=out))
 
 
-def test_planner_beats_static_mean_and_costs_less_than_static_peak(models) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("trace", "min_requests"), TRACES)
+def test_planner_beats_static_mean_and_costs_less_than_static_peak(models, trace: str, min_requests: int) -> None:  # type: ignore[no-untyped-def]
     cfg = _cfg()
     # what `sla-planner plan` sizes for the mean (5 rps) and for the peak (20 rps) of this trace
     mean, peak = {P: 2, D: 1}, {P: 3, D: 2}
-    static_mean = _replay(models, StaticPolicy(mean), mean).summary
-    static_peak = _replay(models, StaticPolicy(peak), peak).summary
+    static_mean = _replay(models, StaticPolicy(mean), mean, trace=trace).summary
+    static_peak = _replay(models, StaticPolicy(peak), peak, trace=trace).summary
     planner = _replay(
-        models, PlannerCore(cfg, predictors_from_config(cfg), models.prefill, models.decode), mean
+        models, PlannerCore(cfg, predictors_from_config(cfg), models.prefill, models.decode), mean,
+        trace=trace,
     ).summary
     assert planner["sla_attainment"] > static_mean["sla_attainment"] + 0.2
-    assert planner["gpu_hours"] < static_peak["gpu_hours"]
+    if trace == BURSTY:
+        # saving on the peak needs quiet periods longer than the 120 s engine start-up
+        assert planner["gpu_hours"] < static_peak["gpu_hours"]
     assert planner["scale_events"] > 0
     assert planner["requests_failed_scale_down"] == 0  # engines leave only once drained
     for s in (static_mean, static_peak, planner):
-        assert s["requests_total"] > 17_000  # every arrival is accounted for
+        assert s["requests_total"] > min_requests  # every arrival is accounted for
         assert s["requests_total"] == s["requests_ok"] + s["requests_failed"]
 
 
-def test_replay_is_deterministic_and_writes_its_outputs(models, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("trace", "min_requests"), TRACES)
+def test_replay_is_deterministic_and_writes_its_outputs(models, tmp_path: Path, trace: str, min_requests: int) -> None:  # type: ignore[no-untyped-def]
     cfg = _cfg()
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name
         _replay(models, PlannerCore(cfg, predictors_from_config(cfg), models.prefill, models.decode),
-                {P: 2, D: 1}, out)
+                {P: 2, D: 1}, out, trace)
         summary = json.loads((out / "summary.json").read_text())
         summary.pop("wall_time_s")
         summary.pop("requests_per_wall_s")
@@ -76,7 +90,7 @@ def test_replay_is_deterministic_and_writes_its_outputs(models, tmp_path: Path) 
     decisions = [json.loads(line) for line in runs[0][0].splitlines()]
     assert decisions and all({"t_s", "reason", "targets", "observed", "detail"} <= set(d) for d in decisions)
     rows = list(csv.DictReader(runs[0][2].splitlines()))
-    assert len(rows) == runs[0][1]["requests_total"]
+    assert len(rows) == runs[0][1]["requests_total"] > min_requests
     assert {r["outcome"] for r in rows} <= {"ok", "failed_engine_removed", "rejected_too_long", "unfinished"}
 
 
@@ -162,13 +176,15 @@ def test_load_loop_in_replay_scales_up_on_a_burst_and_down_after_patience(models
 
 @pytest.mark.parametrize(
     "flag,needle",
-    [("--sim-time-scale=0", "time_scale=0.0 must be finite and > 0"),
-     ("--max-num-seqs=0", "max_num_seqs=0 must be >= 1"),
-     ("--max-num-batched-tokens=0", "max_num_batched_tokens=0 must be >= 1")],
+    [("--sim-time-scale=0", "argument --sim-time-scale: must be a finite number in [1e-06, 1e+06], got '0'"),
+     ("--max-num-seqs=0", "argument --max-num-seqs: must be in 1..2,147,483,647, got '0'"),
+     ("--max-num-batched-tokens=0", "argument --max-num-batched-tokens: must be in 1..2,147,483,647, got '0'")],
 )
 def test_cli_replay_bad_simulator_settings(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, needle: str) -> None:
     trace = tmp_path / "t.jsonl"
     trace.write_text(json.dumps({"timestamp": 0, "input_length": 10, "output_length": 2}) + "\n")
-    assert main(["replay", "--trace", str(trace), "--profile-results-dir", "builtin:example",
-                 "--optimization-target", "sla", "--policy", "static:1,1", "--no-report", flag]) == 2
+    with pytest.raises(SystemExit) as caught:  # argparse refuses it before anything runs
+        main(["replay", "--trace", str(trace), "--profile-results-dir", "builtin:example",
+              "--optimization-target", "sla", "--policy", "static:1,1", "--no-report", flag])
+    assert caught.value.code == 2
     assert needle in capsys.readouterr().err

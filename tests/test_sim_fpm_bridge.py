@@ -10,7 +10,7 @@ import pytest
 
 from sim_helpers import Run, cluster
 from sla_planner import kernels
-from sla_planner.errors import FpmDecodeError, KernelError
+from sla_planner.errors import FpmDecodeError, KernelError, SimulationError
 from sla_planner.sim import _kernel as K
 from sla_planner.sim.cluster import SimCluster
 from sla_planner.sim.fpm_bridge import SimFpmBridge
@@ -225,7 +225,7 @@ def test_pool_of_unknown_worker_raises_key_error(reference: bool) -> None:
     c = cluster({P: 1, D: 1})
     bridge = SimFpmBridge(c, reference=reference)
     assert bridge.pool_of("decode-1") is D  # held by the cluster, not yet seen in FPM
-    with pytest.raises(KeyError, match="decode-9"):
+    with pytest.raises(SimulationError, match="decode-9"):
         bridge.pool_of("decode-9")
 
 

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sla_planner.errors import SimulationError
 from sla_planner.perf.profile_data import load_profile
 from sla_planner.sim import _kernel as K
 from sla_planner.sim.cluster import SimCluster, SimPerf, SimSettings
@@ -428,15 +429,15 @@ def _finish_then_advance(c: ReferenceCluster) -> None:
 
 
 BAD_INPUT = [
-    ("unsorted_arrivals", _advance(5.0, [2.0, 1.0]), ValueError, r"arr_t\[1\] = 1.0"),
-    ("arrival_after_t_end", _advance(5.0, [5.5]), ValueError, r"arr_t\[0\] = 5.5"),
-    ("arrival_nan", _advance(5.0, [math.nan]), ValueError, r"arr_t\[0\] = nan"),
-    ("negative_isl", _advance(5.0, [1.0], isl=[-1]), ValueError, r"arr_isl\[0\] = -1"),
-    ("lengths_differ", _advance(5.0, [1.0], isl=[1, 2]), ValueError, "one length"),
-    ("t_end_nan", _advance(math.nan, []), ValueError, "t_end must be finite"),
-    ("after_finish", _finish_then_advance, RuntimeError, "after finish"),
-    ("unknown_pool", lambda c: c.set_targets({A: 1}), ValueError, "pool agg does not exist"),
-    ("negative_target", lambda c: c.set_targets({D: -1}), ValueError, "must be >= 0"),
+    ("unsorted_arrivals", _advance(5.0, [2.0, 1.0]), SimulationError, r"arr_t\[1\] = 1.0"),
+    ("arrival_after_t_end", _advance(5.0, [5.5]), SimulationError, r"arr_t\[0\] = 5.5"),
+    ("arrival_nan", _advance(5.0, [math.nan]), SimulationError, r"arr_t\[0\] = nan"),
+    ("negative_isl", _advance(5.0, [1.0], isl=[-1]), SimulationError, r"arr_isl\[0\] = -1"),
+    ("lengths_differ", _advance(5.0, [1.0], isl=[1, 2]), SimulationError, "one length"),
+    ("t_end_nan", _advance(math.nan, []), SimulationError, "t_end must be finite"),
+    ("after_finish", _finish_then_advance, SimulationError, "after finish"),
+    ("unknown_pool", lambda c: c.set_targets({A: 1}), SimulationError, "pool agg does not exist"),
+    ("negative_target", lambda c: c.set_targets({D: -1}), SimulationError, "must be >= 0"),
 ]
 
 
@@ -451,7 +452,7 @@ def test_bad_input_is_named(action: Callable[[ReferenceCluster], None], error: t
 def test_going_back_in_time_and_bad_initial_pools_are_refused() -> None:
     c = _cluster()
     _advance(3.0, [])(c)
-    with pytest.raises(ValueError, match=r"arr_t\[0\] = 2.0"):
+    with pytest.raises(SimulationError, match=r"arr_t\[0\] = 2.0"):
         _advance(4.0, [2.0])(c)
     with pytest.raises(ValueError, match="t_end must be finite and >= now"):
         _advance(2.0, [])(c)

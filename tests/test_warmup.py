@@ -20,7 +20,8 @@ from sla_planner.predict import (
 from sla_planner.predict import warmup as warmup_module
 from sla_planner.traces.mooncake import TraceStats
 
-TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
+# The Mooncake conversation trace bundled with the package (gzip; the readers detect it).
+BUNDLED_TRACE = Path(__file__).resolve().parents[1] / "python" / "sla_planner" / "data" / "traces" / "mooncake_conversation.jsonl.gz"
 
 
 def write(path: Path, rows: list[tuple[float, int, int]]) -> Path:
@@ -133,13 +134,13 @@ def test_missing_trace_names_the_spec(tmp_path: Path) -> None:
         warm_up(predictors(), tmp_path / "nope.jsonl", 60.0)
 
 
-@pytest.mark.skipif(
-    not (TRACES / "mooncake_conversation.jsonl").is_file(), reason="no shared traces"
-)
 def test_real_conversation_trace() -> None:
-    path = TRACES / "mooncake_conversation.jsonl"
-    with path.open() as fh:
+    import gzip
+
+    path = BUNDLED_TRACE
+    with gzip.open(path, "rt") as fh:
         lines = sum(1 for line in fh if line.strip())
+    assert lines == 12_031
     series = warmup_series(path, 60.0)
     assert len(series) == 59  # timestamps run from 0 to just under 59 minutes
     assert sum(b.num_req for b in series) == lines

@@ -27,6 +27,9 @@ from .config_cli import (
     read_env,
     read_inline_json,
 )
+from .config_budget import budget_problems, footprint, role_minimum
+from .config_dynamo import DYNAMO_ALIASES, NO_EFFECT, absorb_dynamo_fields
+from .documents import short_repr
 from .errors import ConfigError, InfeasibleBudgetError
 
 __all__ = [
@@ -64,23 +67,10 @@ class _Problem(NamedTuple):
     infeasible_budget: bool = False
 
 
-def _footprint(
-    mode: str, min_endpoint: int, prefill_gpus: int, decode_gpus: int
-) -> tuple[int, str]:
-    """Minimum GPUs for ``min_endpoint`` engines in every pool of ``mode``, with the arithmetic."""
-    if mode == "disagg":
-        total = min_endpoint * (prefill_gpus + decode_gpus)
-        return total, (
-            f"min_endpoint * (prefill_engine_num_gpu + decode_engine_num_gpu) = "
-            f"{min_endpoint} * ({prefill_gpus} + {decode_gpus}) = {total}"
-        )
-    if mode == "prefill":
-        total = min_endpoint * prefill_gpus
-        arithmetic = f"min_endpoint * prefill_engine_num_gpu = {min_endpoint} * {prefill_gpus}"
-        return total, f"{arithmetic} = {total}"
-    total = min_endpoint * decode_gpus
-    arithmetic = f"min_endpoint * decode_engine_num_gpu = {min_endpoint} * {decode_gpus}"
-    return total, f"{arithmetic} = {total}"
+#: Largest magnitude of an integer field, and of a float field (bad-input bounds: every product
+#: the planner forms from config values stays finite and fits a C long).
+MAX_CONFIG_INT = 2**31 - 1
+MAX_CONFIG_FLOAT = 1e15
 
 
 def _cross_field_problems(values: Mapping[str, Any], invalid: frozenset[str]) -> list[_Problem]:
@@ -125,17 +115,7 @@ def _cross_field_problems(values: Mapping[str, Any], invalid: frozenset[str]) ->
         problems.append(
             _Problem("global_planner_namespace: required when environment is 'global-planner'")
         )
-    budget_fields = ("mode", "min_endpoint", "prefill_engine_num_gpu", "decode_engine_num_gpu")
-    if usable(*budget_fields, "max_gpu_budget"):
-        total, arithmetic = _footprint(*(values[name] for name in budget_fields))
-        if total > values["max_gpu_budget"]:
-            problems.append(
-                _Problem(
-                    f"max_gpu_budget: minimum footprint in mode {values['mode']!r} is {arithmetic} "
-                    f"GPUs, which exceeds max_gpu_budget={values['max_gpu_budget']}",
-                    infeasible_budget=True,
-                )
-            )
+    problems.extend(_Problem(*problem) for problem in budget_problems(values, usable))
     return problems
 
 
@@ -144,12 +124,14 @@ def _describe_error(error: Mapping[str, Any], sources: Mapping[str, str]) -> str
     field = ".".join(str(part) for part in error["loc"])
     kind = error["type"]
     if kind == "extra_forbidden":
-        close = difflib.get_close_matches(field, PlannerConfig.model_fields, n=1)
+        known = [*PlannerConfig.model_fields, *DYNAMO_ALIASES, *NO_EFFECT]
+        close = difflib.get_close_matches(field, known, n=1)
         message = "unknown field" + (f" (did you mean {close[0]!r}?)" if close else "")
     elif kind == "literal_error":
-        message = f"must be one of {error['ctx']['expected']}; got {error['input']!r}"
+        message = f"must be one of {error['ctx']['expected']}; got {short_repr(error['input'])}"
     else:
-        message = f"{str(error['msg']).removeprefix('Value error, ')} (got {error['input']!r})"
+        got = short_repr(error["input"])
+        message = f"{str(error['msg']).removeprefix('Value error, ')} (got {got})"
     source = sources.get(str(error["loc"][0])) if error["loc"] else None
     return f"{field}: {message}" + (f" [from {source}]" if source else "")
 
@@ -161,6 +143,18 @@ def _raise_config_error(problems: list[_Problem]) -> NoReturn:
     if any(problem.infeasible_budget for problem in problems):
         raise InfeasibleBudgetError(message)
     raise ConfigError(message)
+
+
+def _absorb_dynamo(
+    data: Any, sources: Mapping[str, str]
+) -> tuple[Any, dict[str, str], list[_Problem], str | None]:
+    """Dynamo's names renamed and no-effect fields dropped (see :mod:`.config_dynamo`):
+    (data, sources under the new names, problems, the warning to log after a good load)."""
+    if not isinstance(data, Mapping):
+        return data, dict(sources), [], None
+    found = absorb_dynamo_fields(data, sources)
+    renamed = {found.renamed.get(key, key): label for key, label in sources.items()}
+    return found.data, renamed, [_Problem(text) for text in found.problems], found.warning()
 
 
 class PlannerConfig(BaseModel):
@@ -215,10 +209,28 @@ class PlannerConfig(BaseModel):
         10, gt=0, description="Seconds between load-based decisions."
     )
     min_endpoint: int = Field(1, ge=1, description="Minimum number of engines in every pool.")
-    max_gpu_budget: int = Field(128, ge=1, description="Maximum GPUs across all pools.")
+    max_gpu_budget: int = Field(
+        128, description="Maximum GPUs across all pools; a negative value disables the budget."
+    )
     prefill_engine_num_gpu: int = Field(1, ge=1, description="GPUs per prefill engine.")
     decode_engine_num_gpu: int = Field(
         1, ge=1, description="GPUs per decode engine (also per engine of the aggregated pool)."
+    )
+    # Dynamo planner compatibility (DESIGN 4.11): per-role floors and a GPU floor
+    min_gpu_budget: int = Field(
+        -1,
+        description="Minimum GPUs across all pools that scale-downs keep; a negative value "
+        "disables it.",
+    )
+    prefill_min_endpoint: int | None = Field(
+        None,
+        ge=1,
+        description="Minimum prefill engines (modes disagg, prefill); null uses min_endpoint.",
+    )
+    decode_min_endpoint: int | None = Field(
+        None,
+        ge=1,
+        description="Minimum decode engines (modes disagg, decode); null uses min_endpoint.",
     )
     # SLA targets and the request shape assumed until one is observed
     ttft: float = Field(2000.0, gt=0, description="Time-to-first-token target in ms.")
@@ -478,6 +490,18 @@ class PlannerConfig(BaseModel):
             parse_endpoints(value)
         return value
 
+    @field_validator("*")
+    @classmethod
+    def _bounded_number(cls, value: Any) -> Any:
+        # Bad-input bound: arithmetic on config values must stay finite and fit a C long.
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int) and abs(value) > MAX_CONFIG_INT:
+            raise ValueError(f"must be at most {MAX_CONFIG_INT:,} in magnitude")
+        if isinstance(value, float) and abs(value) > MAX_CONFIG_FLOAT:
+            raise ValueError(f"must be at most {MAX_CONFIG_FLOAT:g} in magnitude")
+        return value
+
     @model_validator(mode="after")
     def _apply_rules(self) -> Self:
         if self.optimization_target in EASY_TARGETS:
@@ -526,13 +550,16 @@ class PlannerConfig(BaseModel):
         earlier_problems: list[_Problem] | None = None,
     ) -> Self:
         """Validate ``data``; on failure raise ConfigError listing every problem, with sources."""
-        problems = list(earlier_problems or [])
+        data, sources, dynamo_problems, warning = _absorb_dynamo(data, sources or {})
+        problems = list(earlier_problems or []) + dynamo_problems
         try:
             config: Self = cls.__pydantic_validator__.validate_python(data)
         except ValidationError as exc:
-            _raise_config_error(problems + cls._explain(exc, data, sources or {}))
+            _raise_config_error(problems + cls._explain(exc, data, sources))
         if problems:
             _raise_config_error(problems)
+        if warning:
+            logger.warning("%s", warning)
         return config
 
     @classmethod
@@ -558,10 +585,15 @@ class PlannerConfig(BaseModel):
         return problems
 
     def __init__(self, **data: Any) -> None:
+        data, _, problems, warning = _absorb_dynamo(data, {})
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            _raise_config_error(type(self)._explain(exc, data, {}))
+            _raise_config_error(problems + type(self)._explain(exc, data, {}))
+        if problems:
+            _raise_config_error(problems)
+        if warning:
+            logger.warning("%s", warning)
 
     # Only wraps BaseModel.__init__, so pydantic may validate without calling it (no custom init).
     __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
@@ -579,10 +611,16 @@ class PlannerConfig(BaseModel):
     @classmethod
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
         """Pydantic's model_validate, raising ConfigError instead of ValidationError."""
+        obj, _, problems, warning = _absorb_dynamo(obj, {})
         try:
-            return super().model_validate(obj, *args, **kwargs)
+            config = super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
-            _raise_config_error(cls._explain(exc, obj, {}))
+            _raise_config_error(problems + cls._explain(exc, obj, {}))
+        if problems:
+            _raise_config_error(problems)
+        if warning:
+            logger.warning("%s", warning)
+        return config
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -606,17 +644,26 @@ class PlannerConfig(BaseModel):
     ) -> Self:
         data: dict[str, object] = {}
         sources: dict[str, str] = {}
+        dynamo_problems: list[_Problem] = []
+        warning = None
         if config_value is not None:
             loaded, label = read_config_value(config_value)
-            data.update(loaded)
-            sources.update((str(key), label) for key in loaded)
+            # Dynamo's names are renamed before flags and env (our names) are merged over them.
+            absorbed, _, dynamo_problems, warning = _absorb_dynamo(
+                loaded, {str(key): label for key in loaded}
+            )
+            data.update(absorbed)
+            sources.update((str(key), label) for key in absorbed)
         env_values, env_sources, env_problems = read_env(os.environ if env is None else env)
         data.update(env_values)
         sources.update(env_sources)
         for key, value in (overrides or {}).items():
             data[key] = value
             sources[key] = (override_labels or {}).get(key, "override")
-        return cls._build(data, sources, [_Problem(text) for text in env_problems])
+        config = cls._build(data, sources, dynamo_problems + [_Problem(t) for t in env_problems])
+        if warning:
+            logger.warning("%s", warning)
+        return config
 
     @classmethod
     def load_file(cls, path: str | os.PathLike[str]) -> Self:
@@ -644,11 +691,26 @@ class PlannerConfig(BaseModel):
             return self.decode_engine_num_gpu
         raise ConfigError(f"pool: unknown pool {pool!r}; expected 'prefill', 'decode' or 'agg'")
 
+    def min_replicas(self, pool: str) -> int:
+        """Fewest engines ``pool`` may have: ``prefill_min_endpoint`` / ``decode_min_endpoint``
+        when set, else ``min_endpoint`` (the aggregated pool always uses ``min_endpoint``)."""
+        if pool == "agg":
+            return self.min_endpoint
+        if pool in ("prefill", "decode"):
+            return role_minimum(self.__dict__, pool)
+        raise ConfigError(f"pool: unknown pool {pool!r}; expected 'prefill', 'decode' or 'agg'")
+
+    def gpu_budget(self) -> int | None:
+        """The GPU ceiling across all pools, or None when ``max_gpu_budget`` is negative."""
+        return self.max_gpu_budget if self.max_gpu_budget >= 0 else None
+
+    def gpu_floor(self) -> int | None:
+        """The GPU floor scale-downs keep, or None when ``min_gpu_budget`` is negative."""
+        return self.min_gpu_budget if self.min_gpu_budget >= 0 else None
+
     def min_footprint_gpus(self) -> int:
-        """GPUs needed for ``min_endpoint`` engines in every pool of the mode."""
-        total, _ = _footprint(
-            self.mode, self.min_endpoint, self.prefill_engine_num_gpu, self.decode_engine_num_gpu
-        )
+        """GPUs of every pool of the mode at :meth:`min_replicas` engines."""
+        total, _ = footprint(self.__dict__)
         return total
 
     def correction_enabled(self) -> bool:

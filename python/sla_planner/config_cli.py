@@ -12,14 +12,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import types
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Union, get_args, get_origin
 
-import yaml
-
+from .documents import DocumentError, parse_json, parse_yaml, read_bounded, short_repr
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -72,66 +70,19 @@ LEGACY_FLAGS: Mapping[str, tuple[str, ...]] = {
 
 _NONE_WORDS = frozenset({"none", "null", "off"})
 
+#: Largest config file read (a planner config is a few kilobytes).
+MAX_CONFIG_BYTES = 1 << 20
+
 
 # -- --config values --------------------------------------------------------------------------
 
 
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """SafeLoader that rejects a mapping key given twice instead of keeping the last."""
-
-
-def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
-        seen.add(key)
-    return dict(loader.construct_mapping(node))
-
-
-_UniqueKeyLoader.add_constructor(
-    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping
-)
-# YAML 1.1 needs a dot in a float ("2.0e3"); accept the YAML 1.2 / JSON spelling "2e3" as well.
-_UniqueKeyLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def _unique_json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    result: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in result:
-            raise ValueError(f"duplicate key {key!r}")
-        result[key] = value
-    return result
-
-
 def _parse_json(text: str, where: str) -> object:
-    try:
-        return json.loads(text, object_pairs_hook=_unique_json_object)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(
-            f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    except ValueError as exc:  # duplicate key
-        raise ConfigError(f"{where}: invalid JSON: {exc}") from None
+    return parse_json(text, where, ConfigError)
 
 
 def _parse_yaml(text: str, where: str) -> object:
-    try:
-        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        position = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise ConfigError(f"{where}: invalid YAML{position}: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: invalid YAML: {exc}") from None
+    return parse_yaml(text, where, ConfigError)
 
 
 def _require_mapping(value: object, where: str) -> dict[str, object]:
@@ -145,13 +96,18 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, object]:
     """The mapping in a JSON/YAML config file; ConfigError naming the file on any problem."""
     where = f"config file {os.fspath(path)}"
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            text = read_bounded(fh, MAX_CONFIG_BYTES, where).decode("utf-8")
+    except DocumentError as exc:
+        raise ConfigError(str(exc)) from None
     except FileNotFoundError:
         raise ConfigError(f"{where}: not found") from None
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{where}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except OSError as exc:
         raise ConfigError(f"{where}: cannot be read ({exc.strerror or exc})") from None
+    except ValueError as exc:  # an embedded NUL byte in the path
+        raise ConfigError(f"{where}: cannot be read ({exc})") from None
     suffix = Path(path).suffix.lower()
     if suffix == ".json":
         data = _parse_json(text, where)
@@ -175,6 +131,8 @@ def read_config_file(path: str | os.PathLike[str]) -> dict[str, object]:
 def read_inline_json(text: str) -> dict[str, object]:
     """The mapping in an inline JSON config string."""
     where = "inline JSON config"
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: longer than {MAX_CONFIG_BYTES:,} characters; refused")
     return _require_mapping(_parse_json(text, where), where)
 
 
@@ -195,8 +153,7 @@ def read_config_value(value: str) -> tuple[dict[str, object], str]:
         return read_config_file(value), f"config file {value}"
     if value.lstrip().startswith(("{", "[")):
         return read_inline_json(value), "inline JSON config"
-    shown = value if len(value) <= 200 else value[:200] + "..."
-    raise ConfigError(f"--config: {shown!r} is neither an existing file nor inline JSON")
+    raise ConfigError(f"--config: {short_repr(value)} is neither an existing file nor inline JSON")
 
 
 # -- environment ------------------------------------------------------------------------------
@@ -236,7 +193,24 @@ def _optional_float(text: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a number or 'none', got {short_repr(text)}"
+        ) from None
+
+
+def _int_flag(text: str) -> int:
+    """An integer flag; ranges are the field's (checked with the config), length bounded here."""
+    digits = text.strip().lstrip("+-")
+    if len(digits) > 40 or not digits.isdigit():
+        raise argparse.ArgumentTypeError(f"expected an integer, got {short_repr(text)}")
+    return int(text)
+
+
+def _float_flag(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {short_repr(text)}") from None
 
 
 class _NegatedBooleanAction(argparse.Action):
@@ -278,11 +252,11 @@ def _argument_kwargs(name: str, annotation: Any) -> dict[str, Any]:
     if get_origin(base) is Literal:
         return {"choices": list(get_args(base))}
     if base is int:
-        return {"type": int, "metavar": "N"}
+        return {"type": _int_flag, "metavar": "N"}
     if base is float:
         if optional:
             return {"type": _optional_float, "metavar": "X|none"}
-        return {"type": float, "metavar": "X"}
+        return {"type": _float_flag, "metavar": "X"}
     if base is str:
         return {"type": str}
     raise TypeError(f"no flag type for config annotation {annotation!r}")

@@ -17,6 +17,7 @@ __all__ = [
     "ConnectorError",
     "EtcdError",
     "SignalError",
+    "SimulationError",
 ]
 
 
@@ -84,3 +85,9 @@ class EtcdError(ConnectorError):
 class SignalError(SlaPlannerError):
     """An input signal (Prometheus traffic, engine metrics) could not be read or is not
     trustworthy; the message names the source and the cause. The tick treats it as unknown."""
+
+
+class SimulationError(SlaPlannerError, ValueError):
+    """The simulator was given arguments or calls it cannot accept (pools of another mode,
+    negative counts, arrivals out of order, a full output buffer, a call after ``finish``);
+    the message names the argument and the rule."""

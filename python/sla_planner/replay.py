@@ -4,6 +4,8 @@ Time is simulated. Every ``heartbeat_s`` the cluster advances with the arrivals 
 ticks fire at each loop's interval, read the frontend window like Prometheus would, ask the policy,
 and apply its targets to the cluster (not in advisory mode). After the last arrival the replay
 drains in-flight requests for at most ``drain_s`` and records what is still running as unfinished.
+A request longer than the engines' context length (``max_request_tokens``) is rejected where it
+arrives, as a real frontend would, and counted in ``requests_rejected_too_long``.
 Given the same inputs and seed, ``decisions.jsonl`` and ``summary.json`` are identical (apart from
 ``wall_time_s``).
 """
@@ -54,6 +56,9 @@ class ReplayOptions:
     title: str = "sla-planner replay"
     stale_after_s: float = 30.0
     max_engines: int = 1 << 16
+    max_request_tokens: int | None = None
+    """Engines' context length: a request whose input + output tokens exceed it is rejected at
+    the frontend (counted as ``requests_rejected_too_long``), never simulated. None: no limit."""
 
 
 @dataclass
@@ -89,8 +94,10 @@ def deployment_state(cluster: SimCluster) -> DeploymentState:
 class _Arrivals:
     """Streams trace requests as numpy chunks and hands out the arrivals of each time step."""
 
-    def __init__(self, requests: Iterable[Any]) -> None:
+    def __init__(self, requests: Iterable[Any], max_request_tokens: int | None = None) -> None:
         self._it: Iterator[Any] = iter(requests)
+        self._max_tokens = max_request_tokens
+        self.rejected_too_long = 0
         self._t = np.zeros(0)
         self._isl = np.zeros(0, dtype=np.int64)
         self._osl = np.zeros(0, dtype=np.int64)
@@ -103,6 +110,11 @@ class _Arrivals:
     def _refill(self) -> None:
         t, isl, osl = [], [], []
         for req in self._it:
+            if self._max_tokens is not None and (
+                int(req.input_length) + int(req.output_length) > self._max_tokens
+            ):
+                self.rejected_too_long += 1  # a real frontend refuses it: no engine could run it
+                continue
             t.append(float(req.timestamp_s))
             isl.append(int(req.input_length))
             osl.append(int(req.output_length))
@@ -234,7 +246,7 @@ def run_replay(
     feasibility = IdleFeasibility(cluster, options.ttft_target_ms, options.itl_target_ms)
     ledger = RequestLedger(options.ttft_target_ms, options.itl_target_ms, csv_path, feasibility)
     frontend = FrontendEmulator()
-    arrivals = _Arrivals(requests)
+    arrivals = _Arrivals(requests, options.max_request_tokens)
     intervals = policy.intervals()
     if not intervals:
         raise ValueError(f"policy {policy.name} schedules no ticks")
@@ -381,6 +393,7 @@ def run_replay(
             "ttft_target_ms": options.ttft_target_ms,
             "itl_target_ms": options.itl_target_ms,
             "advisory": options.no_operation,
+            "requests_rejected_too_long": arrivals.rejected_too_long,
         }
     )
     summary = finite_or_none(summary)

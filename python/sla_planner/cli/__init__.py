@@ -56,6 +56,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlaPlannerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a path or device the user named; never a traceback
+        from ..documents import short_repr
+
+        print(f"error: {short_repr(str(exc), 300)}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,37 +1,78 @@
-"""Helpers the subcommands share: argument types and loading the profile a config names."""
+"""Helpers the subcommands share: bounded argument types and loading the profile a config names.
+
+Every number a flag takes is bounded (bad-input rule): finite, within a range that keeps the
+arithmetic it feeds finite, and refused by argparse (exit 2, ``error: ...``) otherwise.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import math
+from collections.abc import Callable
 from typing import Any
 
+from ..documents import short_repr
 from ..errors import SlaPlannerError
 
-__all__ = ["positive_float", "count", "load_models"]
+__all__ = [
+    "MAX_COUNT",
+    "MAX_NUMBER",
+    "MAX_SECONDS",
+    "positive_float",
+    "count",
+    "float_in",
+    "int_in",
+    "load_models",
+]
+
+#: Largest value of a plain number flag (request counts, latencies): products of three such
+#: numbers stay far from float overflow.
+MAX_NUMBER = 1e15
+#: Largest duration flag (about 31 years).
+MAX_SECONDS = 1e9
+#: Largest integer flag (fits a C int everywhere it goes).
+MAX_COUNT = 2**31 - 1
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+def float_in(low: float, high: float, *, low_inclusive: bool = True) -> Callable[[str], float]:
+    """argparse type: a finite number in [low, high] (or (low, high] with low_inclusive False)."""
+    opening = "[" if low_inclusive else "("
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {short_repr(text)}") from None
+        above_low = value >= low if low_inclusive else value > low
+        if not math.isfinite(value) or not above_low or value > high:
+            raise argparse.ArgumentTypeError(
+                f"must be a finite number in {opening}{low:g}, {high:g}], got {short_repr(text)}"
+            )
+        return value
+
+    return parse
 
 
-def count(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    """argparse type: an integer in [low, high]."""
+
+    def parse(text: str) -> int:
+        stripped = text.strip().lstrip("+-")
+        if len(stripped) > 40 or not stripped.isdigit():
+            raise argparse.ArgumentTypeError(f"not an integer: {short_repr(text)}")
         value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be in {low}..{high:,}, got {short_repr(text)}")
+        return value
+
+    return parse
+
+
+#: argparse type: a finite number in [0, MAX_NUMBER].
+positive_float = float_in(0.0, MAX_NUMBER)
+#: argparse type: an integer in [0, MAX_COUNT].
+count = int_in(0, MAX_COUNT)
 
 
 def load_models(cfg: Any) -> Any:

@@ -9,7 +9,8 @@ import sys
 import time
 from typing import Any
 
-from ._common import positive_float as _seconds
+from ._common import MAX_SECONDS, float_in
+from ._common import int_in as _int_in
 from ..errors import ConfigError, SlaPlannerError
 
 __all__ = ["add_fpm_parsers", "engines_from_snapshot"]
@@ -19,24 +20,9 @@ _COUNTER_KEYS = ("received", "decoded", "malformed", "wrong_version", "heartbeat
                  "gaps", "out_of_order", "dropped_capacity")
 
 
-def _positive(text: str) -> float:
-    value = _seconds(text)  # finite and >= 0, or an argparse error
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text!r}")
-    return value
-
-
-def _int_in(low: int, high: int) -> Any:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"must be in {low}..{high}, got {text!r}")
-        return value
-
-    return parse
+_seconds = float_in(0.0, MAX_SECONDS)
+_positive = float_in(0.0, MAX_SECONDS, low_inclusive=False)
+_time_scale = float_in(1e-6, 1e6)
 
 
 def add_fpm_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -83,7 +69,7 @@ def add_fpm_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
     m.add_argument("--duration", type=_seconds, default=None, help="wall seconds to run (default: until Ctrl-C)")
     m.add_argument("--worker-id", default=None, help="worker id to publish (default: mock-PORT)")
     m.add_argument("--bind-host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
-    m.add_argument("--time-scale", type=_positive, default=1.0,
+    m.add_argument("--time-scale", type=_time_scale, default=1.0,
                    help="simulated seconds per wall second (default: 1)")
     m.add_argument("--seed", type=_int_in(0, 2**32 - 1), default=0, help="simulation and load seed (default: 0)")
     m.add_argument("--json", action="store_true", help="print the final summary as JSON")

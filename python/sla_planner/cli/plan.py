@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..errors import SlaPlannerError
+from ._common import MAX_SECONDS, float_in
 from ._common import count as _count
 from ._common import load_models as _load_models
 from ._common import positive_float as _positive_float
@@ -28,7 +29,7 @@ def add_plan_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[ty
         ),
     )
     p.add_argument("--num-req", type=_positive_float, required=True, help="requests expected in the interval")
-    p.add_argument("--interval", type=_positive_float, default=None,
+    p.add_argument("--interval", type=float_in(1e-3, MAX_SECONDS), default=None,
                    help="interval length in seconds (default: throughput_adjustment_interval)")
     p.add_argument("--observed-ttft-ms", type=_positive_float, default=None,
                    help="observed mean TTFT (ms) over the last interval, for the prefill correction factor")

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..documents import short_repr, short_text
 from ..errors import ConfigError, SlaPlannerError
 from ..types import Pool
 
@@ -34,6 +35,17 @@ def parse_replicas(text: str, pools: tuple[Pool, ...]) -> dict[Pool, int]:
             raise ConfigError(f"replica counts {text!r}: {pool.value} must be >= 0")
         out[pool] = n
     return out
+
+
+def _out_dir(text: str) -> Path:
+    """The output directory, created now: a path that cannot be one fails before the replay."""
+    try:
+        path = Path(text)
+        path.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise ConfigError(f"--out {short_repr(text)}: cannot create the directory ({detail})") from None
+    return path
 
 
 def _sim_pools(mode: str) -> tuple[Pool, ...]:
@@ -129,15 +141,16 @@ def _run(ns: argparse.Namespace, cfg: Any) -> dict[str, Any]:
     elif ns.policy.startswith("static:"):
         initial = dict(policy.targets)
     else:
-        initial = {p: cfg.min_endpoint for p in pools}
+        initial = {p: cfg.min_replicas(p.value) for p in pools}
     cluster = SimCluster(SimPerf.from_models(sim_models.prefill, sim_models.decode), settings, initial)
     stats = TraceStats()
-    out_dir = Path(ns.out) if ns.out else None
+    out_dir = _out_dir(ns.out) if ns.out else None
     options = ReplayOptions(
         ttft_target_ms=cfg.ttft,
         itl_target_ms=cfg.itl,
         no_operation=cfg.no_operation,
         drain_s=ns.drain_s,
+        max_request_tokens=ns.engine_context_length,
         out_dir=out_dir,
         progress=sys.stderr.isatty() and not ns.json,
         title=f"sla-planner replay — {Path(ns.trace).name} — policy {policy.name}",
@@ -166,11 +179,12 @@ def _observers(ns: argparse.Namespace, cfg: Any, kv_capacity_tokens: int) -> tup
     observers: list[Any] = []
     metrics = reporter = None
     if getattr(ns, "metrics_out", None):
-        target = Path(ns.metrics_out)
         try:
+            target = Path(ns.metrics_out)
             target.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:  # fail before the replay, not after it
-            raise SlaPlannerError(f"--metrics-out {ns.metrics_out}: cannot write: {exc.strerror}") from exc
+        except (OSError, ValueError) as exc:  # fail before the replay, not after it
+            detail = getattr(exc, "strerror", None) or exc
+            raise SlaPlannerError(f"--metrics-out {short_text(ns.metrics_out)}: cannot write: {detail}") from None
         try:
             from ..observe.metrics import MetricsSettings, PlannerMetrics
         except ImportError as exc:
@@ -207,8 +221,9 @@ def _observers(ns: argparse.Namespace, cfg: Any, kv_capacity_tokens: int) -> tup
         if metrics is not None:
             try:
                 out["metrics"] = str(metrics.write_exposition(ns.metrics_out))
-            except OSError as exc:
-                raise SlaPlannerError(f"--metrics-out {ns.metrics_out}: cannot write: {exc.strerror}") from exc
+            except (OSError, ValueError) as exc:
+                detail = getattr(exc, "strerror", None) or exc
+                raise SlaPlannerError(f"--metrics-out {short_text(ns.metrics_out)}: cannot write: {detail}") from None
         return out
 
     return observers, finish
@@ -218,6 +233,7 @@ _ROWS: list[tuple[str, Any, str]] = [
     ("policy", "policy", "{}"),
     ("requests", "requests_total", "{:,}"),
     ("failed", "requests_failed", "{:,}"),
+    ("rejected (longer than context)", "requests_rejected_too_long", "{:,}"),
     ("SLA attainment (TTFT and ITL)", "sla_attainment", "{:.1%}"),
     ("TTFT attainment", "ttft_sla_attainment", "{:.1%}"),
     ("ITL attainment", "itl_sla_attainment", "{:.1%}"),
@@ -295,32 +311,34 @@ def _run_demo(ns: argparse.Namespace) -> int:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    from ._common import count as _count
-    from ._common import positive_float as _positive_float
+    from ._common import MAX_COUNT, MAX_SECONDS, float_in, int_in
+
+    seconds = float_in(0.0, MAX_SECONDS)
 
     p.add_argument("--out", default=None, help="write summary.json, decisions.jsonl, requests.csv and report.html here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--sim-profile-results-dir", default=None,
                    help="profile the simulated engines follow (default: the planner's profile)")
-    p.add_argument("--sim-time-scale", type=_positive_float, default=1.0,
+    p.add_argument("--sim-time-scale", type=float_in(1e-6, 1e6), default=1.0,
                    help="simulated engines take this many times their profiled time (model error)")
-    p.add_argument("--startup-delay", type=_positive_float, default=120.0, help="seconds before a new engine serves")
-    p.add_argument("--startup-delay-max", type=_positive_float, default=None,
+    p.add_argument("--startup-delay", type=seconds, default=120.0, help="seconds before a new engine serves")
+    p.add_argument("--startup-delay-max", type=seconds, default=None,
                    help="draw each start-up delay uniformly from [--startup-delay, this]")
-    p.add_argument("--transfer-s", type=_positive_float, default=0.0, help="prefill-to-decode KV transfer time")
-    p.add_argument("--max-num-batched-tokens", type=_count, default=8192, help="prefill tokens per iteration")
-    p.add_argument("--max-num-seqs", type=_count, default=256, help="running requests per decode engine")
-    p.add_argument("--engine-context-length", type=_count, default=131072,
-                   help="engines' maximum context length (the easy prefill target's queue unit)")
+    p.add_argument("--transfer-s", type=seconds, default=0.0, help="prefill-to-decode KV transfer time")
+    p.add_argument("--max-num-batched-tokens", type=int_in(1, MAX_COUNT), default=8192, help="prefill tokens per iteration")
+    p.add_argument("--max-num-seqs", type=int_in(1, MAX_COUNT), default=256, help="running requests per decode engine")
+    p.add_argument("--engine-context-length", type=int_in(1, MAX_COUNT), default=131072,
+                   help="engines' maximum context length: the easy prefill target's queue unit; a request "
+                        "with more input + output tokens is rejected and counted")
     p.add_argument("--initial-replicas", default=None,
-                   help="engines at t=0: P,D (disagg) or N (agg); default min_endpoint each (static: its size)")
-    p.add_argument("--time-scale", type=_positive_float, default=1.0,
+                   help="engines at t=0: P,D (disagg) or N (agg); default each pool's minimum (static: its size)")
+    p.add_argument("--time-scale", type=float_in(1e-6, 1e6), default=1.0,
                    help="multiply arrival times (0.5 = twice as fast)")
-    p.add_argument("--rate-scale", type=_positive_float, default=1.0,
+    p.add_argument("--rate-scale", type=float_in(0.0, 1000.0, low_inclusive=False), default=1.0,
                    help="thin (<1) or replicate (>1) requests, seeded")
-    p.add_argument("--seed", type=int, default=0, help="seed for rate scaling, start-up delays, synthetic traces")
+    p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="seed for rate scaling, start-up delays, synthetic traces")
     p.add_argument("--skip-bad-lines", action="store_true", help="count malformed trace lines instead of failing")
-    p.add_argument("--drain-s", type=_positive_float, default=600.0,
+    p.add_argument("--drain-s", type=seconds, default=600.0,
                    help="after the last arrival, wait at most this long for in-flight requests")
     p.add_argument("--no-report", action="store_true", help="skip the HTML report")
 

@@ -28,8 +28,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ._common import MAX_SECONDS, float_in
 from ._common import count as _count
-from ._common import positive_float as _seconds
+
+_seconds = float_in(0.0, MAX_SECONDS)
 from ..errors import ConfigError, ConnectorError, SlaPlannerError
 from ..types import TickKind, pools_for_mode
 

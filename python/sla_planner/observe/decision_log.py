@@ -18,6 +18,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from ..documents import short_text
 from ..errors import ConfigError
 from ..ticks import TickRecord
 from ..types import ObservedTraffic, Pool
@@ -121,8 +122,11 @@ class DecisionLog:
         self.path = Path(path)
         try:
             self._file: IO[str] | None = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
-        except OSError as exc:
-            raise ConfigError(f"--decisions-out {self.path}: cannot open for writing ({exc.strerror or exc})") from None
+        except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
+            detail = getattr(exc, "strerror", None) or exc
+            raise ConfigError(
+                f"--decisions-out {short_text(str(self.path))}: cannot open for writing ({detail})"
+            ) from None
         self.lines = 0
 
     def on_tick(self, record: TickRecord) -> None:

@@ -8,16 +8,23 @@ or ``<arrays>`` for in-memory data) and names the array and the first bad index 
 Rules
 -----
 Prefill (``prefill_isl`` tokens, ``prefill_ttft`` ms, ``prefill_thpt_per_gpu`` tokens/s/GPU):
-numeric 1-D arrays of one length, at least 2 points, all finite, ISL > 0, TTFT > 0,
-throughput > 0, no ISL value twice. The points are returned sorted by ISL.
+numeric 1-D arrays of one length, at least 2 points, all finite, ISL in [1, 1e9] tokens, TTFT in
+[1e-3, 1e9] ms, throughput in [1e-3, 1e9] tokens/s/GPU, no ISL value twice. The points are
+returned sorted by ISL.
 
 Decode (``x_kv_usage`` 0..1, ``y_context_length`` tokens, ``z_itl`` ms, ``z_thpt_per_gpu``
 tokens/s/GPU): numeric 1-D arrays of one length, at least 3 points that are not collinear in the
 (kv usage, log context) plane the decode model triangulates in, all finite, kv usage in [0, 1],
-context > 0, ITL > 0,
-throughput >= 0, no (kv usage, context) point twice. ``max_kv_tokens`` is one integer in
-[1, 2**53] (a scalar, a 0-d array or a 1-element array), and at least one sample holds one KV token
-(``x_kv_usage * max_kv_tokens >= 1``).
+context in [1, 1e9] tokens, ITL in [1e-3, 1e9] ms, throughput in [1e-3, 1e9] tokens/s/GPU (0 only
+at a sample holding no KV token, ``x_kv_usage * max_kv_tokens < 1``), no (kv usage, context)
+point twice. ``max_kv_tokens`` is one integer in [1, 2**53] (a scalar, a 0-d array or a
+1-element array), and at least one sample holds one KV token.
+
+Every array holds at most :data:`MAX_PROFILE_POINTS` values.
+
+The ranges are what ``plan`` can use: a loaded sample with no throughput (a failed measurement)
+gives the decode search an operating point that serves nothing, and the bounds
+keep every product of a profile value with a config value (each at most 1e15) finite.
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ __all__ = [
     "validate_prefill_arrays",
     "validate_decode_arrays",
     "points_collinear",
+    "MAX_PROFILE_POINTS",
 ]
 
 PREFILL_KEYS: tuple[str, ...] = ("prefill_isl", "prefill_ttft", "prefill_thpt_per_gpu")
@@ -54,6 +62,12 @@ DECODE_KEYS: tuple[str, ...] = DECODE_ARRAY_KEYS + ("max_kv_tokens",)
 _COLLINEAR_RATIO = 1e-9
 # Largest max_kv_tokens the float arithmetic of the models represents exactly.
 _MAX_KV_TOKENS_LIMIT = 2**53
+#: Most values one profile array may hold (the readers check it before reading the data).
+MAX_PROFILE_POINTS = 1 << 20
+# Plausible ranges (see the module docstring): tokens, milliseconds, tokens/s/GPU.
+_TOKENS = (1.0, 1e9)
+_MS = (1e-3, 1e9)
+_THROUGHPUT = (1e-3, 1e9)
 
 
 @dataclass(frozen=True)
@@ -116,6 +130,9 @@ def _as_float_1d(value: Any, source: str, name: str) -> F64:
 
 def _check_lengths(arrays: dict[str, F64], source: str) -> int:
     lengths = {name: int(a.shape[0]) for name, a in arrays.items()}
+    for name, count in lengths.items():
+        if count > MAX_PROFILE_POINTS:
+            raise _fail(source, name, f"{count:,} values; at most {MAX_PROFILE_POINTS:,}")
     if len(set(lengths.values())) > 1:
         detail = ", ".join(f"'{n}'={m}" for n, m in lengths.items())
         raise ProfileDataError(f"{source}: arrays must have equal lengths, got {detail}")
@@ -139,6 +156,11 @@ def _check_rule(
         raise _fail(source, name, f"index {i}: value {a[i]:g} violates rule {rule}")
 
 
+def _check_range(a: F64, source: str, name: str, bounds: tuple[float, float]) -> None:
+    low, high = bounds
+    _check_rule(a, source, name, lambda v: (v >= low) & (v <= high), f"in [{low:g}, {high:g}]")
+
+
 def _require_keys(mapping: dict[str, Any], keys: Sequence[str], source: str) -> None:
     missing = [k for k in keys if k not in mapping]
     if missing:
@@ -155,11 +177,9 @@ def validate_prefill_arrays(arrays: dict[str, Any], source: str) -> PrefillData:
     if n < 2:
         raise _fail(source, "prefill_isl", f"needs at least 2 points, got {n}")
     _check_finite(data, source)
-    _check_rule(data["prefill_isl"], source, "prefill_isl", lambda a: a > 0, "> 0")
-    _check_rule(data["prefill_ttft"], source, "prefill_ttft", lambda a: a > 0, "> 0")
-    _check_rule(
-        data["prefill_thpt_per_gpu"], source, "prefill_thpt_per_gpu", lambda a: a > 0, "> 0"
-    )
+    _check_range(data["prefill_isl"], source, "prefill_isl", _TOKENS)
+    _check_range(data["prefill_ttft"], source, "prefill_ttft", _MS)
+    _check_range(data["prefill_thpt_per_gpu"], source, "prefill_thpt_per_gpu", _THROUGHPUT)
     isl = data["prefill_isl"]
     order = np.argsort(isl, kind="stable")
     isl_sorted = isl[order]
@@ -254,18 +274,30 @@ def validate_decode_arrays(arrays: dict[str, Any], source: str) -> DecodeData:
     _check_finite(data, source)
     x, y = data["x_kv_usage"], data["y_context_length"]
     _check_rule(x, source, "x_kv_usage", lambda a: (a >= 0) & (a <= 1), "in [0, 1]")
-    _check_rule(y, source, "y_context_length", lambda a: a > 0, "> 0")
-    _check_rule(data["z_itl"], source, "z_itl", lambda a: a > 0, "> 0")
-    _check_rule(data["z_thpt_per_gpu"], source, "z_thpt_per_gpu", lambda a: a >= 0, ">= 0")
+    _check_range(y, source, "y_context_length", _TOKENS)
+    _check_range(data["z_itl"], source, "z_itl", _MS)
     _check_unique_points(x, y, source)
     _check_not_collinear(x, y, source)
     max_kv_tokens = _max_kv_tokens(arrays["max_kv_tokens"], source)
-    if float(x.max()) * max_kv_tokens < 1.0:
+    loaded = x * max_kv_tokens >= 1.0
+    if not loaded.any():
         raise _fail(
             source,
             "x_kv_usage",
             f"no sample holds one KV token (max {float(x.max()):g} x max_kv_tokens "
             f"{max_kv_tokens} < 1); throughput per KV token cannot be modelled",
+        )
+    thpt = data["z_thpt_per_gpu"]
+    idle_ok = ~loaded & (thpt == 0.0)  # an empty cache serves nothing: zero is allowed there
+    bad = np.flatnonzero(~idle_ok & ((thpt < _THROUGHPUT[0]) | (thpt > _THROUGHPUT[1])))
+    if bad.size:
+        i = int(bad[0])
+        where = "a sample holding KV tokens" if loaded[i] else "a sample holding no KV token"
+        raise _fail(
+            source,
+            "z_thpt_per_gpu",
+            f"index {i}: value {thpt[i]:g} violates rule in [{_THROUGHPUT[0]:g}, "
+            f"{_THROUGHPUT[1]:g}] ({where}; only an empty cache may have 0)",
         )
     return DecodeData(
         kv_usage=_frozen(x),

@@ -18,7 +18,6 @@ item may carry a role prefix: ``decode=tcp://127.0.0.1:20380``.
 from __future__ import annotations
 
 import ipaddress
-import json
 import logging
 import os
 import re
@@ -27,8 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol, cast, get_args, runtime_checkable
 
-import yaml
-
+from ..documents import DocumentError, parse_json, parse_yaml, read_bounded
 from ..errors import ConfigError
 
 __all__ = [
@@ -217,23 +215,16 @@ def parse_discovery_text(text: str, where: str = "discovery file", *, suffix: st
     significant = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
     first = significant[0][:1] if significant else ""
     if suffix == ".json":
-        try:
-            data = json.loads(text) if text.strip() else None
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{where}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        data = parse_json(text, where, ConfigError) if text.strip() else None
         entries = _entries_from_structured(data, where)
     elif suffix in (".yaml", ".yml") or first in ("[", "{", "-"):
-        try:
-            data = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise ConfigError(f"{where}: invalid YAML{at}: {problem}") from None
-        entries = _entries_from_structured(data, where)
+        entries = _entries_from_structured(parse_yaml(text, where, ConfigError), where)
     else:
         entries = _entries_from_lines(text, where)
     return _unique(entries, where)
+
+
+_MAX_DISCOVERY_BYTES = 4 << 20  # a discovery file lists endpoints: kilobytes
 
 
 class FileDiscovery:
@@ -261,23 +252,24 @@ class FileDiscovery:
         where = f"discovery file {self.path}"
         try:
             st = os.stat(self.path)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: an embedded NUL byte
             self._key = None
-            self._fail(f"{where}: cannot read: {exc.strerror or exc}")
+            self._fail(f"{where}: cannot read: {getattr(exc, 'strerror', None) or exc}")
             return list(self._endpoints)
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
         if key == self._key:
             return list(self._endpoints)
         self._key = key
         try:
-            text = self.path.read_text(encoding="utf-8")
+            with open(self.path, "rb") as fh:
+                text = read_bounded(fh, _MAX_DISCOVERY_BYTES, where).decode("utf-8")
             self._endpoints = parse_discovery_text(text, where, suffix=self.path.suffix)
         except OSError as exc:
             self._key = None
             self._fail(f"{where}: cannot read: {exc.strerror or exc}")
         except UnicodeDecodeError as exc:
             self._fail(f"{where}: not UTF-8 text (byte {exc.start})")
-        except ConfigError as exc:
+        except (ConfigError, DocumentError) as exc:
             self._fail(str(exc))
         else:
             self.last_error = None

@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import kernels
-from ..errors import ConfigError
+from ..errors import ConfigError, SimulationError
 from ..types import Pool
 from . import _kernel as K
 
@@ -193,14 +193,14 @@ class SimCluster:
         self.scale_events: list[ScaleEvent] = []
         unknown = [p for p in initial if p not in settings.pools()]
         if unknown:
-            raise ValueError(
+            raise SimulationError(
                 f"initial replicas for {[p.value for p in unknown]}: mode {settings.mode} has pools "
                 f"{[p.value for p in settings.pools()]}"
             )
         for pool in settings.pools():
             count = int(initial.get(pool, 0))
             if count < 0:
-                raise ValueError(f"initial replicas for {pool.value} must be >= 0, got {count}")
+                raise SimulationError(f"initial replicas for {pool.value} must be >= 0, got {count}")
             for _ in range(count):
                 self._add_engine(pool, ready_at=0.0, initial=True)
         self._finished = False
@@ -349,9 +349,9 @@ class SimCluster:
         draining = False
         for pool, target in targets.items():
             if pool not in self.settings.pools():
-                raise ValueError(f"pool {pool.value} does not exist in mode {self.settings.mode}")
+                raise SimulationError(f"pool {pool.value} does not exist in mode {self.settings.mode}")
             if target < 0:
-                raise ValueError(f"target for {pool.value} must be >= 0, got {target}")
+                raise SimulationError(f"target for {pool.value} must be >= 0, got {target}")
             alive = self._alive(pool)
             if target > len(alive):
                 for _ in range(target - len(alive)):
@@ -518,7 +518,7 @@ class SimCluster:
     # ------------------------------------------------------------------------ time
     def _ensure_done_room(self, rows: int) -> None:
         if self.done.shape[0] - int(self.g[K.G_DONE_N]) < rows + 2:
-            raise RuntimeError("finished-request buffer full: drain_done() before advancing")
+            raise SimulationError("finished-request buffer full: drain_done() before advancing")
 
     def advance(
         self,
@@ -534,18 +534,18 @@ class SimCluster:
         ``sink`` is called whenever output buffers fill; it must drain FPM and finished requests.
         """
         if self._finished:
-            raise RuntimeError("SimCluster.advance after finish(): the replay is over")
+            raise SimulationError("SimCluster.advance after finish(): the replay is over")
         if not math.isfinite(t_end) or t_end < self.now_s:
-            raise ValueError(f"cannot advance to {t_end}: now is {self.now_s}")
+            raise SimulationError(f"cannot advance to {t_end}: now is {self.now_s}")
         n = arr_t.shape[0]
         if not (arr_isl.shape[0] == arr_osl.shape[0] == arr_idx.shape[0] == n):
-            raise ValueError("arrival arrays arr_t, arr_isl, arr_osl, arr_idx must have one length")
+            raise SimulationError("arrival arrays arr_t, arr_isl, arr_osl, arr_idx must have one length")
         if n and (arr_t[0] < self.now_s or arr_t[-1] > t_end or np.any(np.diff(arr_t) < 0)):
-            raise ValueError(
+            raise SimulationError(
                 f"arr_t must be sorted within [{self.now_s}, {t_end}], got {arr_t[0]}..{arr_t[-1]}"
             )
         if n and (arr_isl.min() < 0 or arr_osl.min() < 0):
-            raise ValueError("arr_isl and arr_osl must be >= 0")
+            raise SimulationError("arr_isl and arr_osl must be >= 0")
         self.g[K.G_ARR_CURSOR] = 0
         gpus = self.gpus_in_use()
         start = self.now_s

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from .. import kernels
-from ..errors import KernelError
+from ..errors import KernelError, SimulationError
 from ..kernels import fpm_ref
 from ..kernels.fpm_ingest_ref import FpmIngestor as FpmIngestorRef
 from ..types import Pool
@@ -185,7 +185,7 @@ class SimFpmBridge:
         self._refresh_slots()
         slots = np.flatnonzero(self._slot_ids == worker_id)
         if slots.size == 0:
-            raise KeyError(f"unknown worker_id {worker_id!r}: not an engine of this cluster")
+            raise SimulationError(f"unknown worker_id {worker_id!r}: not an engine of this cluster")
         return self._cluster.engine_pool(int(slots[-1]))
 
     def snapshot(self, now_s: float) -> dict[str, npt.NDArray[Any]]:

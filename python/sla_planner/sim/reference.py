@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from ..errors import SimulationError
 from ..kernels.interp_ref import grid2d_eval_scalar, hermite_eval_scalar
 from ..types import Pool
 from . import _kernel as K
@@ -169,7 +170,7 @@ class ReferenceCluster:
         self._finished = False
         for pool, n in initial.items():
             if pool not in settings.pools() or n < 0:
-                raise ValueError(
+                raise SimulationError(
                     f"initial engines: {pool.value}={n} (pools of mode {settings.mode}: "
                     f"{', '.join(p.value for p in settings.pools())}; counts must be >= 0)"
                 )
@@ -192,9 +193,9 @@ class ReferenceCluster:
         draining = False
         for pool, target in targets.items():
             if pool not in self.settings.pools():
-                raise ValueError(f"pool {pool.value} does not exist in mode {self.settings.mode}")
+                raise SimulationError(f"pool {pool.value} does not exist in mode {self.settings.mode}")
             if target < 0:
-                raise ValueError(f"target for {pool.value} must be >= 0, got {target}")
+                raise SimulationError(f"target for {pool.value} must be >= 0, got {target}")
             alive = self._alive(pool)
             for _ in range(target - len(alive)):
                 events.append(self._add_engine(pool, self.now_s + self._startup_delay(), freed_now))
@@ -354,9 +355,9 @@ class ReferenceCluster:
         unbounded lists until ``take_fpm`` / ``take_done``.
         """
         if self._finished:
-            raise RuntimeError("advance() after finish(): the replay has ended")
+            raise SimulationError("advance() after finish(): the replay has ended")
         if not math.isfinite(t_end) or t_end < self.now_s:
-            raise ValueError(f"t_end must be finite and >= now ({self.now_s}), got {t_end}")
+            raise SimulationError(f"t_end must be finite and >= now ({self.now_s}), got {t_end}")
         arrivals = deque(self._checked_arrivals(t_end, arr_t, arr_isl, arr_osl, arr_idx))
         gpus = self.gpus_in_use()
         start_s = self.now_s
@@ -397,17 +398,17 @@ class ReferenceCluster:
         arrays = {"arr_t": arr_t, "arr_isl": arr_isl, "arr_osl": arr_osl, "arr_idx": arr_idx}
         shapes = {name: np.shape(a) for name, a in arrays.items()}
         if len(set(shapes.values())) != 1 or len(shapes["arr_t"]) != 1:
-            raise ValueError(f"arrival arrays must be 1-D and of one length, got shapes {shapes}")
+            raise SimulationError(f"arrival arrays must be 1-D and of one length, got shapes {shapes}")
         out: list[tuple[float, int, int, int]] = []
         prev = self.now_s
         for i, (t, isl, osl, idx) in enumerate(zip(arr_t, arr_isl, arr_osl, arr_idx)):
             t = float(t)
             if not (prev <= t <= t_end):
-                raise ValueError(
+                raise SimulationError(
                     f"arr_t[{i}] = {t}: arrivals must be sorted and in [now={self.now_s}, t_end={t_end}]"
                 )
             if isl < 0 or osl < 0:
-                raise ValueError(f"arr_isl[{i}] = {isl}, arr_osl[{i}] = {osl}: lengths must be >= 0")
+                raise SimulationError(f"arr_isl[{i}] = {isl}, arr_osl[{i}] = {osl}: lengths must be >= 0")
             out.append((t, int(isl), int(osl), int(idx)))
             prev = t
         return out

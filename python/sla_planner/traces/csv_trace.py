@@ -30,13 +30,15 @@ import math
 import os
 import re
 import zlib
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import IO, Literal, cast
 
 from ..errors import ConfigError, TraceFormatError
-from .mooncake import TraceRequest, TraceStats
+from ..documents import short_repr
+from .mooncake import MAX_TIMESTAMP_MS, MAX_TOKENS, TraceRequest, TraceStats
 
 __all__ = [
     "CsvColumns",
@@ -57,6 +59,10 @@ OUTPUT_COLUMNS: tuple[str, ...] = (
 )
 
 _GZIP_MAGIC = b"\x1f\x8b"
+#: Most physical lines one row may span (a quoted field with line breaks).
+MAX_ROW_LINES = 64
+#: Longest physical line read, in bytes.
+MAX_LINE_BYTES = 1 << 20
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
 _DATE = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})"
@@ -197,6 +203,7 @@ def _read(
                 if not skip_bad_lines:
                     raise TraceFormatError(message, path=name, line=lines.row_start) from None
                 stats.record_bad(message)
+                lines.push_back_continuation()  # a bad row costs its first physical line only
                 continue
             if t0 is None:
                 t0 = when  # the first good row is time zero
@@ -205,11 +212,22 @@ def _read(
             yield request
 
 
+class _RowTooLong(Exception):
+    """The row has spanned MAX_ROW_LINES physical lines (an unterminated quote, most likely)."""
+
+
+class _LineTooLong(Exception):
+    """A physical line is longer than MAX_LINE_BYTES (its rest has been skipped)."""
+
+
 class _Lines:
     """Decoded physical lines of a binary file for csv.reader, tracking line numbers.
 
-    ``row_start`` is the first line of the row being read; ``undecodable`` says whether any of
-    its lines was not UTF-8 (such a line is passed on with replacement characters).
+    ``row_lines`` are the lines (number, text, undecodable) the row being read has consumed;
+    ``row_start`` is the first of them. A line that is not UTF-8 is passed on with replacement
+    characters and marks its row undecodable. :meth:`push_back` makes lines be read again, so a
+    bad row spanning several lines costs only its first one. A row spans at most
+    :data:`MAX_ROW_LINES` lines.
     """
 
     def __init__(self, name: str, stats: TraceStats) -> None:
@@ -218,15 +236,42 @@ class _Lines:
         self.fh: IO[bytes] | None = None
         self.line_no = 0
         self.row_start = 1
-        self.undecodable = False
+        self.row_lines: list[tuple[int, str, bool]] = []
+        self._pending: deque[tuple[int, str, bool]] = deque()
+
+    @property
+    def undecodable(self) -> bool:
+        """Whether any line of the current row was not UTF-8."""
+        return any(bad for _, _, bad in self.row_lines)
+
+    def start_row(self) -> None:
+        """Forget the previous row's lines; the next line read starts a row."""
+        self.row_lines = []
+        self.row_start = self._pending[0][0] if self._pending else self.line_no + 1
+
+    def push_back_continuation(self) -> None:
+        """Read the current row's lines after its first one again."""
+        self._pending.extendleft(reversed(self.row_lines[1:]))
+        self.row_lines = self.row_lines[:1]
 
     def __iter__(self) -> _Lines:
         return self
 
     def __next__(self) -> str:
+        if len(self.row_lines) >= MAX_ROW_LINES:
+            raise _RowTooLong
+        line = self._pending.popleft() if self._pending else self._read()
+        self.row_lines.append(line)
+        return line[1]
+
+    def _read(self) -> tuple[int, str, bool]:
         assert self.fh is not None
         try:
-            raw = self.fh.readline()
+            raw = self.fh.readline(MAX_LINE_BYTES + 1)
+            too_long = len(raw) > MAX_LINE_BYTES
+            tail = raw
+            while too_long and tail and not tail.endswith(b"\n"):
+                tail = self.fh.readline(MAX_LINE_BYTES)  # skip the rest of this physical line
         except (OSError, EOFError, zlib.error) as exc:
             raise TraceFormatError(
                 f"{self.name}:{self.line_no + 1}: cannot read trace data ({exc})",
@@ -236,24 +281,31 @@ class _Lines:
             raise StopIteration
         self.line_no += 1
         self.stats.lines_read += 1
+        if too_long:
+            self.row_lines.append((self.line_no, "", False))
+            raise _LineTooLong
         if self.line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
             raw = raw[3:]  # UTF-8 byte order mark
         try:
-            return raw.decode("utf-8")
+            return self.line_no, raw.decode("utf-8"), False
         except UnicodeDecodeError:
-            self.undecodable = True
-            return raw.decode("utf-8", errors="replace")
+            return self.line_no, raw.decode("utf-8", errors="replace"), True
 
 
 def _next_row(reader: Iterator[list[str]], lines: _Lines) -> list[str] | None:
     """The next non-blank row, or None at the end; _BadRow for broken CSV quoting."""
     while True:
-        lines.row_start = lines.line_no + 1
-        lines.undecodable = False
+        lines.start_row()
         try:
             row = next(reader)
         except StopIteration:
             return None
+        except _RowTooLong:
+            raise _BadRow(
+                f"malformed CSV (a quoted field is not closed within {MAX_ROW_LINES} lines)"
+            ) from None
+        except _LineTooLong:
+            raise _BadRow(f"line longer than {MAX_LINE_BYTES:,} bytes") from None
         except csv.Error as exc:
             raise _BadRow(f"malformed CSV ({exc})") from None
         if len(row) > 1 or (row and row[0].strip()):  # a blank line is [] or one blank field
@@ -315,10 +367,13 @@ def _parse_time(text: str, column: str, ms: bool) -> _Time:
     if _NUMBER.fullmatch(value):
         number = float(value)
         if not math.isfinite(number):
-            raise _BadRow(f"column '{column}' must be finite, got {value!r}")
+            raise _BadRow(f"column '{column}' must be finite, got {short_repr(value)}")
         if number < 0.0:
-            raise _BadRow(f"column '{column}' must be >= 0, got {value!r}")
-        return _Time(number / 1000.0 if ms else number)
+            raise _BadRow(f"column '{column}' must be >= 0, got {short_repr(value)}")
+        seconds = number / 1000.0 if ms else number
+        if seconds > MAX_TIMESTAMP_MS / 1000.0:
+            raise _BadRow(f"column '{column}' is beyond {MAX_TIMESTAMP_MS / 1000.0:g} s, got {short_repr(value)}")
+        return _Time(seconds)
     match = _DATE.fullmatch(value)
     if match is None:
         raise _BadRow(
@@ -368,9 +423,14 @@ def _since(when: _Time, t0: _Time, column: str) -> float:
 
 
 def _parse_tokens(text: str, column: str) -> int:
-    if text.isascii() and text.isdigit():  # the common case, fast
-        return int(text)
+    if text.isascii() and text.isdigit() and len(text) <= 10:  # the common case, fast
+        tokens = int(text)
+        if tokens > MAX_TOKENS:
+            raise _BadRow(f"column '{column}' must be at most {MAX_TOKENS:,}, got {text!r}")
+        return tokens
     value = text.strip()
+    if len(value) > 40:
+        raise _BadRow(f"column '{column}' must be an integer of at most 40 characters, got {short_repr(value)}")
     if not _NUMBER.fullmatch(value):
         raise _BadRow(f"column '{column}' must be an integer, got {value!r}")
     number = float(value)
@@ -378,6 +438,7 @@ def _parse_tokens(text: str, column: str) -> int:
         raise _BadRow(f"column '{column}' must be an integer, got {value!r}")
     if number < 0:
         raise _BadRow(f"column '{column}' must be >= 0, got {value!r}")
-    if "." in value or "e" in value.lower():
-        return int(number)
-    return int(value)
+    tokens = int(number) if "." in value or "e" in value.lower() else int(value)
+    if tokens > MAX_TOKENS:
+        raise _BadRow(f"column '{column}' must be at most {MAX_TOKENS:,}, got {value!r}")
+    return tokens

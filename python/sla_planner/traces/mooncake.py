@@ -1,8 +1,9 @@
 """Mooncake JSONL trace reader (streaming; plain or gzip, detected by magic bytes).
 
-One JSON object per line: ``timestamp`` (ms since trace start, finite number >= 0),
-``input_length`` and ``output_length`` (integers >= 0; an integral float such as ``512.0`` is
-accepted, ``512.5`` is not), optional ``hash_ids`` (list of integers, or null). Other fields are
+One JSON object per line: ``timestamp`` (ms since trace start, finite number in
+[0, :data:`MAX_TIMESTAMP_MS`]), ``input_length`` and ``output_length`` (integers in
+[0, :data:`MAX_TOKENS`]; an integral float such as ``512.0`` is accepted, ``512.5`` is not),
+optional ``hash_ids`` (list of 64-bit integers, or null). Other fields are
 ignored. Blank lines are skipped; line numbers count every physical line from 1.
 
 Timestamps must be non-decreasing within a file (real traces are sorted, and the replay and the
@@ -27,6 +28,7 @@ from glob import glob
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from ..documents import short_repr
 from ..errors import TraceFormatError
 
 __all__ = [
@@ -36,9 +38,17 @@ __all__ = [
     "read_trace",
     "iter_trace",
     "MAX_BAD_EXAMPLES",
+    "MAX_TOKENS",
+    "MAX_TIMESTAMP_MS",
 ]
 
 MAX_BAD_EXAMPLES = 5
+#: Largest token count of a request (a C int; real context lengths are far below it).
+MAX_TOKENS = 2**31 - 1
+#: Longest line read, in bytes (a request with a million-token hash_ids list is ~20 kB).
+MAX_LINE_BYTES = 1 << 20
+#: Latest timestamp accepted, in ms (about 317 years).
+MAX_TIMESTAMP_MS = 1e13
 _GZIP_MAGIC = b"\x1f\x8b"
 _TRACE_SUFFIXES = (".jsonl", ".jsonl.gz")
 
@@ -78,23 +88,30 @@ class _BadLine(Exception):
 def iter_trace_paths(spec: str | os.PathLike[str]) -> list[Path]:
     """Trace files named by ``spec``: a file, a directory (its *.jsonl and *.jsonl.gz, sorted
     by name) or a glob pattern (matching files, sorted). TraceFormatError when nothing matches."""
-    path = Path(spec)
-    if path.is_file():
-        return [path]
-    if path.is_dir():
-        found = sorted(
-            p for p in path.iterdir() if p.is_file() and p.name.endswith(_TRACE_SUFFIXES)
-        )
-    else:
-        matches = glob(os.fspath(spec), recursive=True)
-        found = sorted(Path(p) for p in matches if Path(p).is_file())
+    shown = short_repr(os.fspath(spec))
+    try:
+        path = Path(spec)
+        if path.is_file():
+            return [path]
+        is_dir = path.is_dir()
+        if is_dir:
+            found = sorted(
+                p for p in path.iterdir() if p.is_file() and p.name.endswith(_TRACE_SUFFIXES)
+            )
+        else:
+            matches = glob(os.fspath(spec), recursive=True)
+            found = sorted(Path(p) for p in matches if Path(p).is_file())
+    except (OSError, ValueError) as exc:  # name too long, embedded NUL byte, unreadable dir
+        raise TraceFormatError(
+            f"trace {shown}: cannot be used ({exc})", path=os.fspath(spec)
+        ) from None
     if not found:
         what = (
             "directory has no *.jsonl or *.jsonl.gz files"
-            if path.is_dir()
+            if is_dir
             else "no such file, and no file matches it as a glob"
         )
-        raise TraceFormatError(f"trace {os.fspath(spec)!r}: {what}", path=os.fspath(spec))
+        raise TraceFormatError(f"trace {shown}: {what}", path=os.fspath(spec))
     return found
 
 
@@ -129,7 +146,11 @@ def read_trace(
     with _open(name) as fh:
         while True:
             try:
-                raw = fh.readline()
+                raw = fh.readline(MAX_LINE_BYTES + 1)
+                too_long = len(raw) > MAX_LINE_BYTES
+                tail = raw
+                while too_long and tail and not tail.endswith(b"\n"):
+                    tail = fh.readline(MAX_LINE_BYTES)  # skip the rest of this physical line
             except (OSError, EOFError, zlib.error) as exc:
                 raise TraceFormatError(
                     f"{name}:{line_no + 1}: cannot read trace data ({exc})", path=name,
@@ -142,6 +163,8 @@ def read_trace(
             if not raw.strip():
                 continue
             try:
+                if too_long:
+                    raise _BadLine(f"line longer than {MAX_LINE_BYTES:,} bytes")
                 request = _parse_line(raw, line_no)
                 if request.timestamp_s < prev_ts_s:
                     raise _BadLine(
@@ -201,11 +224,16 @@ def _number(obj: dict[str, Any], key: str) -> float:
     value = _field(obj, key)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _BadLine(f"field '{key}' must be a number, got {type(value).__name__} {value!r}")
-    v = float(value)
+    try:
+        v = float(value)
+    except OverflowError:  # an integer beyond the float range
+        v = math.inf
     if not math.isfinite(v):
-        raise _BadLine(f"field '{key}' must be finite, got {value!r}")
+        raise _BadLine(f"field '{key}' must be finite, got {short_repr(value)}")
     if v < 0.0:
-        raise _BadLine(f"field '{key}' must be >= 0, got {value!r}")
+        raise _BadLine(f"field '{key}' must be >= 0, got {short_repr(value)}")
+    if v > MAX_TIMESTAMP_MS:
+        raise _BadLine(f"field '{key}' must be at most {MAX_TIMESTAMP_MS:g} ms, got {short_repr(value)}")
     return v
 
 
@@ -214,9 +242,13 @@ def _length(obj: dict[str, Any], key: str) -> int:
     if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise _BadLine(f"field '{key}' must be an integer, got {type(value).__name__} {value!r}")
+        raise _BadLine(
+            f"field '{key}' must be an integer, got {type(value).__name__} {short_repr(value)}"
+        )
     if value < 0:
-        raise _BadLine(f"field '{key}' must be >= 0, got {value}")
+        raise _BadLine(f"field '{key}' must be >= 0, got {short_repr(value)}")
+    if value > MAX_TOKENS:
+        raise _BadLine(f"field '{key}' must be at most {MAX_TOKENS:,} tokens, got {short_repr(value)}")
     return value
 
 
@@ -228,6 +260,9 @@ def _hash_ids(value: Any) -> tuple[int, ...] | None:
     for i, item in enumerate(value):
         if isinstance(item, bool) or not isinstance(item, int):
             raise _BadLine(
-                f"field 'hash_ids' item {i} must be an integer, got {type(item).__name__} {item!r}"
+                f"field 'hash_ids' item {i} must be an integer, got "
+                f"{type(item).__name__} {short_repr(item)}"
             )
+        if not -(2**63) <= item < 2**64:
+            raise _BadLine(f"field 'hash_ids' item {i} must fit 64 bits, got {short_repr(item)}")
     return tuple(value)
