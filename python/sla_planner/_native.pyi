@@ -54,15 +54,23 @@ class FpmIngestor:
 
     Keeps the latest message (idle heartbeats, ``wall_time == 0.0``, included), the last
     ``history_len`` forward passes (heartbeats excluded) and counters; an engine is stale when
-    ``now_s - last_seen_s > stale_after_s``. At most ``max_engines`` engines; messages for new
-    engines beyond that are dropped and counted (``dropped_capacity``).
+    ``now_s - last_seen_s > stale_after_s`` and removed (``expired``) when silent for more than
+    ``expire_after_s`` (``inf``: never; must be >= ``stale_after_s``). At most ``max_engines``
+    engines: a new engine at capacity first sweeps expired ones, then evicts the stalest stale
+    ones (``evicted``; up to ``max(1, max_engines // 16)`` at once); when every engine is live
+    its message is dropped (``dropped_capacity``). ``counter_id`` is unsigned 64-bit.
     """
 
-    def __new__(cls, history_len: int = 10, stale_after_s: float = 30.0, max_engines: int = 4096) -> Self: ...
+    def __new__(
+        cls, history_len: int = 10, stale_after_s: float = 30.0, max_engines: int = 4096,
+        expire_after_s: float = 300.0,
+    ) -> Self: ...
     @property
     def history_len(self) -> int: ...
     @property
     def stale_after_s(self) -> float: ...
+    @property
+    def expire_after_s(self) -> float: ...
     @property
     def max_engines(self) -> int: ...
     def ingest(self, payloads: Sequence[bytes], now_s: float, seqs: Sequence[int] | None = None) -> int:
@@ -79,22 +87,36 @@ class FpmIngestor:
         array of str; left out when ``with_ids`` is False, which saves one str per engine),
         ``worker_index`` (int64: the interned worker, equal for all dp ranks of one worker,
         distinct across workers; a removed worker's index is reused, lowest first),
-        ``dp_rank``, ``counter_id`` (int64), ``wall_time``, ``last_seen_s``
+        ``dp_rank`` (int64), ``counter_id`` (uint64), ``wall_time``, ``last_seen_s``
         (float64), ``stale``, ``active`` (bool, ``active == ~stale``), ``received``,
         ``heartbeats``, ``gaps``, ``out_of_order`` (int64), and ``scheduled_<field>`` /
         ``queued_<field>`` for every FPM field (int64 counts, float64 variances)."""
 
     def history(self, worker_id: str, dp_rank: int) -> dict[str, npt.NDArray[Any]]:
-        """Stored forward passes, oldest first: ``received_s``, ``counter_id``, ``wall_time``
-        and the ``scheduled_*`` / ``queued_*`` columns. KeyError for an unknown engine."""
+        """Stored forward passes, oldest first: ``received_s``, ``counter_id`` (uint64),
+        ``wall_time`` and the ``scheduled_*`` / ``queued_*`` columns. KeyError for an unknown
+        engine; KernelError when ``worker_id`` is not a str or ``dp_rank`` not an int."""
 
     def counters(self) -> dict[str, int]:
         """``received``, ``decoded``, ``malformed``, ``wrong_version``, ``heartbeats``,
         ``gaps`` (= ``counter_gaps`` + ``seq_gaps``), ``counter_gaps``, ``seq_gaps``,
-        ``out_of_order``, ``dropped_capacity``, ``engines``."""
+        ``out_of_order``, ``dropped_capacity``, ``expired``, ``evicted``, ``engines``."""
 
     def remove(self, worker_id: str, dp_rank: int) -> bool:
         """Forget an engine; returns whether it was known."""
+
+    def expire(self, now_s: float) -> int:
+        """Remove engines silent for more than ``expire_after_s`` at ``now_s``; returns how many."""
+
+    def feed_regression(
+        self, regression: SlidingRegression, now_s: float, since_s: float, workers: npt.ArrayLike, features: str
+    ) -> int:
+        """Add the latest forward pass of every engine active at ``now_s``, seen after
+        ``since_s``, not a heartbeat, whose ``worker_index`` is True in the bool mask
+        ``workers``, to ``regression`` in registration order: ``t = last_seen_s``, ``y =
+        wall_time``, ``x`` by ``features`` ("prefill": scheduled prefill tokens; "decode":
+        scheduled decode requests and KV tokens; "agg": prefill tokens and decode KV tokens).
+        Returns how many samples were added. No numpy round trip; the GIL is released."""
 
     def memory_bytes(self) -> int:
         """Approximate bytes held by the table."""

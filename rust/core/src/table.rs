@@ -34,8 +34,12 @@ pub struct TableCounters {
     pub seq_gaps: u64,
     /// Accepted messages that did not advance `counter_id` or the sequence.
     pub out_of_order: u64,
-    /// Decoded messages dropped because the table already holds `max_engines` engines.
+    /// Decoded messages dropped because the table was full of engines that are not stale.
     pub dropped_capacity: u64,
+    /// Engines removed after `expire_after_s` of silence.
+    pub expired: u64,
+    /// Stale engines removed (stalest first) to make room for new ones at `max_engines`.
+    pub evicted: u64,
 }
 
 impl TableCounters {
@@ -53,7 +57,7 @@ pub struct Snapshot {
     /// Interned worker index: equal for all dp ranks of one worker, distinct across workers.
     pub worker_index: Vec<i64>,
     pub dp_rank: Vec<i64>,
-    pub counter_id: Vec<i64>,
+    pub counter_id: Vec<u64>,
     pub wall_time: Vec<f64>,
     pub last_seen_s: Vec<f64>,
     pub stale: Vec<bool>,
@@ -124,11 +128,27 @@ impl<const NC: usize, const NV: usize> StatsColumns<NC, NV> {
     }
 }
 
+/// Share of `max_engines` evicted at once when the table is full (at least one engine), so the
+/// O(n) eviction pass is paid once per many admissions.
+const EVICT_BATCH_DIVISOR: usize = 16;
+/// Expired engines are swept when `now_s` has moved `expire_after_s / SWEEPS_PER_EXPIRY` past the
+/// last sweep (and whenever the table is full).
+const SWEEPS_PER_EXPIRY: f64 = 8.0;
+
 /// Per-engine state keyed by `(worker_id, dp_rank)`, bounded in engines and history.
+///
+/// Lifecycle: an engine silent for more than `stale_after_s` is stale (still listed, inactive);
+/// silent for more than `expire_after_s` it is removed (`expired`). When a new engine arrives at
+/// `max_engines`, expired engines are swept, then the stalest stale engines are evicted
+/// (`evicted`, oldest `last_seen_s` first, ties in registration order, up to
+/// `max(1, max_engines / 16)` at once). When no engine is stale the message is dropped
+/// (`dropped_capacity`): live engines are never pushed out by new ones.
 #[derive(Debug, Clone)]
 pub struct EngineTable {
     history_len: usize,
     stale_after_s: f64,
+    expire_after_s: f64,
+    next_sweep_s: f64,
     max_engines: usize,
     engines: Vec<Engine>,
     index: EngineIndex,
@@ -139,11 +159,13 @@ pub struct EngineTable {
 
 impl EngineTable {
     /// A table keeping `history_len` forward passes per engine, calling an engine stale after
-    /// `stale_after_s` seconds of silence, holding at most `max_engines` engines.
+    /// `stale_after_s` seconds of silence and removing it after `expire_after_s` (`f64::INFINITY`:
+    /// never), holding at most `max_engines` engines.
     pub fn new(
         history_len: usize,
         stale_after_s: f64,
         max_engines: usize,
+        expire_after_s: f64,
     ) -> Result<Self, ArgumentError> {
         if history_len > MAX_HISTORY_LEN {
             return Err(ArgumentError(format!(
@@ -160,9 +182,16 @@ impl EngineTable {
                 "max_engines must be in 1..={MAX_ENGINES_LIMIT}, got {max_engines}"
             )));
         }
+        if expire_after_s.is_nan() || expire_after_s < stale_after_s {
+            return Err(ArgumentError(format!(
+                "expire_after_s must be >= stale_after_s ({stale_after_s}) or inf, got {expire_after_s}"
+            )));
+        }
         Ok(EngineTable {
             history_len,
             stale_after_s,
+            expire_after_s,
+            next_sweep_s: f64::NEG_INFINITY,
             max_engines,
             engines: Vec::new(),
             index: EngineIndex::default(),
@@ -177,6 +206,9 @@ impl EngineTable {
     #[inline]
     pub fn ingest(&mut self, payload: &[u8], now_s: f64, seq: Option<u64>) -> bool {
         self.counters.received += 1;
+        if now_s >= self.next_sweep_s {
+            self.sweep(now_s);
+        }
         match fpm::decode(payload) {
             Ok(rec) => {
                 self.counters.decoded += 1;
@@ -193,6 +225,84 @@ impl EngineTable {
         }
     }
 
+    /// Remove engines silent for more than `expire_after_s` at `now_s`; returns how many.
+    pub fn expire(&mut self, now_s: f64) -> usize {
+        self.sweep(now_s)
+    }
+
+    fn sweep(&mut self, now_s: f64) -> usize {
+        self.next_sweep_s = now_s + self.expire_after_s / SWEEPS_PER_EXPIRY;
+        let limit = self.expire_after_s;
+        let n = self.remove_where(|e| now_s - e.last_seen_s > limit);
+        self.counters.expired += n as u64;
+        n
+    }
+
+    /// At capacity: sweep expired engines, then evict the stalest stale ones; returns whether
+    /// there is room now.
+    fn make_room(&mut self, now_s: f64) -> bool {
+        if self.sweep(now_s) > 0 {
+            return true;
+        }
+        let stale_after_s = self.stale_after_s;
+        let mut stale: Vec<(f64, usize)> = self
+            .engines
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.is_stale(now_s, stale_after_s))
+            .map(|(i, e)| (e.last_seen_s, i))
+            .collect();
+        if stale.is_empty() {
+            return false;
+        }
+        let k = (self.max_engines / EVICT_BATCH_DIVISOR).clamp(1, stale.len());
+        if k < stale.len() {
+            stale.select_nth_unstable_by(k - 1, |a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+        }
+        let mut doomed = vec![false; self.engines.len()];
+        for &(_, i) in stale.iter().take(k) {
+            if let Some(d) = doomed.get_mut(i) {
+                *d = true;
+            }
+        }
+        let mut pos = 0usize;
+        let n = self.remove_where(|_| {
+            let gone = doomed.get(pos).copied().unwrap_or(false);
+            pos += 1;
+            gone
+        });
+        self.counters.evicted += n as u64;
+        n > 0
+    }
+
+    /// Remove every engine for which `gone` is true (called once per engine, in order), keep
+    /// the others in registration order, rebuild the index; returns how many were removed.
+    fn remove_where(&mut self, mut gone: impl FnMut(&Engine) -> bool) -> usize {
+        let before = self.engines.len();
+        let workers = &mut self.workers;
+        self.engines.retain(|e| {
+            if gone(e) {
+                workers.release(&e.worker_id, e.worker_index);
+                false
+            } else {
+                true
+            }
+        });
+        let n = before - self.engines.len();
+        if n > 0 {
+            self.rebuild_index();
+        }
+        n
+    }
+
+    fn rebuild_index(&mut self) {
+        self.index.clear();
+        for (pos, e) in self.engines.iter().enumerate() {
+            self.index.insert(key_hash(&e.worker_id, e.dp_rank), pos);
+        }
+        self.last_hit = None;
+    }
+
     /// Apply an already decoded message; returns false when the table is full.
     #[inline]
     pub fn apply(
@@ -202,7 +312,7 @@ impl EngineTable {
         now_s: f64,
         seq: Option<u64>,
     ) -> bool {
-        let Some(i) = self.slot_for(worker_id, sample.dp_rank) else {
+        let Some(i) = self.slot_for(worker_id, sample.dp_rank, now_s) else {
             self.counters.dropped_capacity += 1;
             return false;
         };
@@ -221,7 +331,7 @@ impl EngineTable {
     /// Index of the engine, registering it when new and there is room. Consecutive messages
     /// from one engine skip the hash.
     #[inline]
-    fn slot_for(&mut self, worker_id: &str, dp_rank: i64) -> Option<usize> {
+    fn slot_for(&mut self, worker_id: &str, dp_rank: i64, now_s: f64) -> Option<usize> {
         if let Some(i) = self.last_hit {
             if let Some(e) = self.engines.get(i) {
                 if e.dp_rank == dp_rank && &*e.worker_id == worker_id {
@@ -233,7 +343,7 @@ impl EngineTable {
         let i = match self.find_hashed(h, worker_id, dp_rank) {
             Some(i) => i,
             None => {
-                if self.engines.len() >= self.max_engines {
+                if self.engines.len() >= self.max_engines && !self.make_room(now_s) {
                     return None;
                 }
                 let i = self.engines.len();
@@ -274,11 +384,7 @@ impl EngineTable {
         };
         let gone = self.engines.remove(i);
         self.workers.release(&gone.worker_id, gone.worker_index);
-        self.index.clear();
-        for (pos, e) in self.engines.iter().enumerate() {
-            self.index.insert(key_hash(&e.worker_id, e.dp_rank), pos);
-        }
-        self.last_hit = None;
+        self.rebuild_index();
         true
     }
 
@@ -305,6 +411,11 @@ impl EngineTable {
     /// Seconds of silence after which an engine is stale.
     pub fn stale_after_s(&self) -> f64 {
         self.stale_after_s
+    }
+
+    /// Seconds of silence after which an engine is removed.
+    pub fn expire_after_s(&self) -> f64 {
+        self.expire_after_s
     }
 
     /// Forward passes kept per engine.
@@ -392,7 +503,7 @@ impl EngineTable {
 mod tests {
     use super::*;
 
-    fn sample(dp_rank: i64, counter_id: i64) -> FpmSample {
+    fn sample(dp_rank: i64, counter_id: u64) -> FpmSample {
         FpmSample {
             dp_rank,
             counter_id,
@@ -403,7 +514,7 @@ mod tests {
 
     #[test]
     fn index_finds_every_engine_through_growth_and_removal() {
-        let mut t = EngineTable::new(2, 30.0, 5_000).expect("valid");
+        let mut t = EngineTable::new(2, 30.0, 5_000, f64::INFINITY).expect("valid");
         for w in 0..1_000 {
             for r in 0..4 {
                 assert!(t.apply(&format!("worker-{w}"), &sample(r, 1), 1.0, None));
@@ -425,7 +536,7 @@ mod tests {
 
     #[test]
     fn worker_index_is_shared_by_ranks_and_reused_lowest_first() {
-        let mut t = EngineTable::new(2, 30.0, 64).expect("valid");
+        let mut t = EngineTable::new(2, 30.0, 64, f64::INFINITY).expect("valid");
         for (w, r) in [("a", 0), ("b", 0), ("a", 1), ("c", 0)] {
             t.apply(w, &sample(r, 1), 1.0, None);
         }

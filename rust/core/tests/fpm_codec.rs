@@ -26,7 +26,7 @@ fn round_trip_integer_width_boundaries() {
         4_294_967_296,
         i64::MAX,
     ] {
-        let mut rec = record("w", v, v, 1.0);
+        let mut rec = record("w", v, v as u64, 1.0);
         rec.sample.scheduled.counts[1] = v;
         let bytes = fpm::encode(&rec);
         assert_eq!(fpm::decode(&bytes), Ok(rec), "value {v}");
@@ -242,13 +242,22 @@ fn strictness_table() {
             },
         },
         Case {
-            name: "u64 beyond i64",
+            name: "u64 beyond i64 in a count",
+            payload: replace(
+                &good,
+                &[&key("dp_rank")[..], &[0x00]].concat(),
+                &[&key("dp_rank")[..], &[0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0]].concat(),
+            ),
+            want: FpmError::OutOfRange { field: "dp_rank" },
+        },
+        Case {
+            name: "negative counter_id",
             payload: replace(
                 &good,
                 &[&key("counter_id")[..], &[0x05]].concat(),
-                &[&key("counter_id")[..], &[0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0]].concat(),
+                &[&key("counter_id")[..], &[0xd3, 0xff, 0, 0, 0, 0, 0, 0, 0]].concat(),
             ),
-            want: FpmError::OutOfRange {
+            want: FpmError::Negative {
                 field: "counter_id",
             },
         },

@@ -197,6 +197,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A non-negative integer in the full u64 range (`counter_id`).
+    #[inline]
+    fn unsigned(&mut self, field: &'static str) -> Result<u64, FpmError> {
+        match self.number(field, "int")? {
+            Number::Int(_) => Err(FpmError::Negative { field }),
+            Number::UInt(v) => Ok(v),
+            Number::Float(_) => Err(FpmError::WrongType {
+                field,
+                expected: "int",
+            }),
+        }
+    }
+
     /// A non-negative finite float (msgpack integers accepted and converted).
     #[inline]
     fn non_negative_float(&mut self, field: &'static str) -> Result<f64, FpmError> {
@@ -462,7 +475,7 @@ fn decode_general(payload: &[u8]) -> Result<FpmRef<'_>, FpmError> {
                     .map_err(|_| FpmError::InvalidUtf8 { field: "worker_id" })?;
             }
             2 => sample.dp_rank = r.count("dp_rank")?,
-            3 => sample.counter_id = r.count("counter_id")?,
+            3 => sample.counter_id = r.unsigned("counter_id")?,
             4 => sample.wall_time = r.non_negative_float("wall_time")?,
             5 => {
                 sample.scheduled = r.stats(
