@@ -40,6 +40,8 @@ pub struct TableCounters {
     pub expired: u64,
     /// Stale engines removed (stalest first) to make room for new ones at `max_engines`.
     pub evicted: u64,
+    /// Engines registered since the table was made (lets a caller spot new engines).
+    pub registered: u64,
 }
 
 impl TableCounters {
@@ -347,6 +349,7 @@ impl EngineTable {
                     return None;
                 }
                 let i = self.engines.len();
+                self.counters.registered += 1;
                 let w = self.workers.acquire(worker_id);
                 self.engines
                     .push(Engine::new(worker_id, w, dp_rank, self.history_len));
