@@ -12,7 +12,7 @@ from typing import Any, Self, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["fpm_schema_version", "encode_fpm", "encode_fpm_rows", "decode_fpm", "estimate_many", "FpmIngestor", "SlidingRegression", "MAX_PAYLOAD_BYTES", "MAX_WORKER_ID_BYTES", "MAX_MAP_ENTRIES", "MAX_DEPTH", "__version__"]
+__all__ = ["fpm_schema_version", "encode_fpm", "encode_fpm_rows", "decode_fpm", "estimate_many", "FpmIngestor", "SlidingRegression", "FpmReceiver", "BenchPublisher", "MAX_PAYLOAD_BYTES", "MAX_WORKER_ID_BYTES", "MAX_MAP_ENTRIES", "MAX_DEPTH", "__version__"]
 
 __version__: str
 MAX_PAYLOAD_BYTES: int
@@ -159,3 +159,46 @@ class SlidingRegression:
     def fit(self, now_s: float) -> tuple[npt.NDArray[np.float64], int] | None:
         """``(coefficients [intercept, b1, (b2)], sample count)`` over the window ending at
         ``now_s``, or None (see ``last_rejection``)."""
+
+@final
+class FpmReceiver:
+    """ZMTP SUB connections to FPM endpoints (``tcp://host:port``), read on a native thread
+    straight into ``ingestor``'s table (messages stamped with the wall clock). Reconnects every
+    ``reconnect_s`` to an endpoint that is down; messages that are not ``[topic, 8-byte
+    sequence, payload]`` are counted ``bad_frames``, payloads over ``max_payload_bytes``
+    ``oversized``."""
+
+    def __new__(cls, ingestor: FpmIngestor, max_payload_bytes: int = 65536, reconnect_s: float = 0.1) -> Self: ...
+    @property
+    def running(self) -> bool: ...
+    def connect(self, endpoint: str) -> None:
+        """Subscribe to ``endpoint``; KernelError when it is not ``tcp://host:port``."""
+
+    def disconnect(self, endpoint: str) -> None:
+        """Close the connection to ``endpoint`` and drop its counters."""
+
+    def counters(self) -> dict[str, Any]:
+        """``received``, ``bad_frames``, ``oversized``, ``connect_errors``,
+        ``received_by_endpoint`` (endpoint -> messages), ``connected`` (sorted endpoints whose
+        handshake is done)."""
+
+    def take_learned(self) -> list[tuple[str, str, int]]:
+        """New engines since the last call as ``(endpoint, worker_id, dp_rank)``."""
+
+    def stop(self) -> None:
+        """Stop the loop and close every connection (idempotent)."""
+
+@final
+class BenchPublisher:
+    """``n`` loopback ZMTP PUB endpoints that send FPM messages as fast as a subscriber reads
+    (benchmarks and tests of the receive path)."""
+
+    def __new__(cls, n: int) -> Self: ...
+    @property
+    def endpoints(self) -> list[str]: ...
+    def start(self, payloads: Sequence[Sequence[bytes]], messages: int) -> None:
+        """Endpoint i accepts one subscriber and sends it ``messages`` messages cycling
+        through ``payloads[i]``; returns at once (call once)."""
+
+    def join(self) -> int:
+        """Wait until every endpoint's subscriber has closed; returns the messages sent."""

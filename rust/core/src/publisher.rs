@@ -58,9 +58,8 @@ fn serve(
     let (mut stream, _) = listener.accept()?;
     stream.set_nodelay(true)?;
     stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut hello = zmtp::greeting(true).to_vec();
-    hello.extend_from_slice(&zmtp::ready("PUB"));
-    stream.write_all(&hello)?;
+    stream.write_all(&zmtp::greeting(true))?;
+    stream.write_all(&zmtp::ready("PUB"))?;
     read_subscriber_handshake(&mut stream)?;
     // one block of messages; the sequence fields are patched before every write
     let mut block = Vec::new();

@@ -195,6 +195,7 @@ struct Conn {
     stream: Option<TcpStream>,
     reader: MessageReader,
     out: Vec<u8>,
+    sent_ready: bool,
     retry_at: Instant,
 }
 
@@ -267,6 +268,7 @@ impl Loop {
                         stream: None,
                         reader: self.new_reader(),
                         out: Vec::new(),
+                        sent_ready: false,
                         retry_at: Instant::now(),
                     };
                     let i = match self.conns.iter().position(Option::is_none) {
@@ -349,7 +351,8 @@ impl Loop {
         }
         conn.stream = Some(stream);
         conn.reader = reader;
-        conn.out = zmtp::sub_handshake();
+        conn.out = zmtp::greeting(false).to_vec();
+        conn.sent_ready = false;
     }
 
     fn close(&mut self, i: usize, retry: bool) {
@@ -367,22 +370,34 @@ impl Loop {
         }
     }
 
-    /// Write pending handshake bytes and read everything available.
-    fn service(&mut self, i: usize) {
+    /// Write pending handshake bytes (READY and the subscription once the peer has greeted).
+    fn flush(&mut self, i: usize) -> io::Result<()> {
         let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
-            return;
+            return Ok(());
         };
         let Some(stream) = conn.stream.as_mut() else {
-            return;
+            return Ok(());
         };
+        if !conn.sent_ready && conn.out.is_empty() && conn.reader.greeted() {
+            conn.out = zmtp::sub_ready_and_subscribe();
+            conn.sent_ready = true;
+        }
         while !conn.out.is_empty() {
             match stream.write(&conn.out) {
                 Ok(n) => {
                     conn.out.drain(..n);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                Err(_) => return self.close(i, true),
+                Err(e) => return Err(e),
             }
+        }
+        Ok(())
+    }
+
+    /// Write pending handshake bytes and read everything available.
+    fn service(&mut self, i: usize) {
+        if self.flush(i).is_err() {
+            return self.close(i, true);
         }
         loop {
             let Some(conn) = self.conns.get_mut(i).and_then(Option::as_mut) else {
@@ -402,6 +417,9 @@ impl Loop {
             conn.reader.filled(n);
             if self.ingest(i, was_ready).is_err() {
                 lock(&self.stats).connect_errors += 1;
+                return self.close(i, true);
+            }
+            if self.flush(i).is_err() {
                 return self.close(i, true);
             }
         }
