@@ -217,7 +217,7 @@ def _feed_case(ingestor_cls: Any, regression_cls: Any, msgs: list[tuple[Any, ...
     ing = ingestor_cls(stale_after_s=5.0, expire_after_s=float("inf"))
     for worker, rank, wall, tokens, t in msgs:
         ing.ingest([payload(worker, rank, wall_time=wall, prefill_tokens=tokens)], now_s=t)
-    reg = regression_cls(1 if features == "prefill" else 2, 120.0, 5.0, 1)
+    reg = regression_cls(1 if features in ("prefill", "decode_kv") else 2, 120.0, 5.0, 1)
     added = ing.feed_regression(reg, now_s, since_s, np.array(workers, dtype=bool), features)
     return added, reg.fit(now_s + 1.0), ing.counters()
 
@@ -229,7 +229,7 @@ _msg = st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 1), st.sampled
 @pytest.mark.skipif(_native is None, reason="native extension not built")
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(_msg, max_size=12), st.lists(st.booleans(), min_size=0, max_size=4),
-       st.sampled_from(["prefill", "decode", "agg"]), st.sampled_from([-1.0, 1.0, 5.0]), st.sampled_from([9.0, 20.0]))
+       st.sampled_from(["prefill", "decode", "agg", "decode_kv"]), st.sampled_from([-1.0, 1.0, 5.0]), st.sampled_from([9.0, 20.0]))
 def test_native_feed_matches_reference(msgs: list[Any], workers: list[bool], features: str, since_s: float,
                                        now_s: float) -> None:
     msgs = sorted(msgs, key=lambda m: m[-1])
@@ -256,3 +256,24 @@ def test_feed_takes_fresh_active_forward_passes_of_chosen_workers(impls: tuple[A
         ing.feed_regression(reg, 4.0, 0.0, [True], "decode")  # 2 features asked of a 1-feature model
     with pytest.raises(KernelError):
         ing.feed_regression(reg, 4.0, 0.0, [True], "bogus")
+
+
+# ---------------------------------------------------------------------- selective snapshot
+
+VIEW_COLUMNS = ["worker_index", "active", "last_seen_s", "wall_time", "counter_id", "stale",
+                "scheduled_var_prefill_length", "queued_sum_prefill_tokens", "received", "gaps"]
+
+
+def test_snapshot_columns_are_the_full_snapshots_columns(impl: Any) -> None:
+    ing = impl(stale_after_s=5.0)
+    ing.ingest([payload("a", 0), payload("b", 1, counter_id=2**64 - 1), payload("a", 1, wall_time=0.0)], 1.0)
+    ing.ingest([payload("c", 0)], 9.0)
+    full, some = ing.snapshot(9.0), ing.snapshot(9.0, columns=VIEW_COLUMNS)
+    assert list(some) == VIEW_COLUMNS
+    for name in VIEW_COLUMNS:
+        assert some[name].dtype == full[name].dtype, name
+        np.testing.assert_array_equal(some[name], full[name], err_msg=name)
+    assert ing.snapshot(9.0, columns=[]) == {}
+    for bad in (["worker_id"], ["bogus"], ["scheduled_bogus"]):
+        with pytest.raises(KernelError, match="unknown snapshot column"):
+            ing.snapshot(9.0, columns=bad)

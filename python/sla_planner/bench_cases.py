@@ -6,6 +6,7 @@ numpy / pure-Python twins (``sla_planner.kernels.*_ref``), timed in the same run
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 from .bench import BenchCase, BenchSizes, Kernels, Measurement, best_seconds, check_close, check_equal
 from .core.load import EngineCapabilities, LoadSettings, LoadState, engine_view_from_snapshot, load_step
 from .kernels import interp_ref
+from .kernels.table_feed import ENGINE_VIEW_COLUMNS, table_feed
 from .kernels.fpm_ingest_ref import FpmIngestor as FpmIngestorRef
 from .kernels.kalman_ref import KalmanBankRef
 from .kernels.regression_ref import SlidingRegression as SlidingRegressionRef
@@ -356,8 +358,9 @@ class LoadRig:
     def tick(self) -> dict[Pool, Any]:
         """One load tick: snapshot (no id strings), engine view, load_step."""
         now = self.now_s
-        snap = self.table.snapshot(now, with_ids=False)
+        snap = self.table.snapshot(now, with_ids=False, columns=ENGINE_VIEW_COLUMNS)
         view = engine_view_from_snapshot(snap, self.role_of_worker[snap["worker_index"]])
+        view = dataclasses.replace(view, table_feed=table_feed(self.table, now, self.role_of_worker))
         return load_step(self.state, view, self.current, False, now, LOAD_SETTINGS, LOAD_CAPS)
 
 

@@ -81,6 +81,7 @@ _FEATURES = {
     "prefill": (_SCHED["sum_prefill_tokens"],),
     "decode": (_SCHED["num_decode_requests"], _SCHED["sum_decode_kv_tokens"]),
     "agg": (_SCHED["sum_prefill_tokens"], _SCHED["sum_decode_kv_tokens"]),
+    "decode_kv": (_SCHED["sum_decode_kv_tokens"],),
 }
 
 
@@ -359,9 +360,20 @@ class FpmIngestor:
             for i in range(len(offs) - 1)
         )
 
-    def snapshot(self, now_s: float, *, with_ids: bool = True) -> dict[str, np.ndarray]:
+    def snapshot(
+        self, now_s: float, *, with_ids: bool = True, columns: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Struct of arrays, one row per known engine in registration order (see the stub);
-        ``with_ids=False`` leaves out ``worker_id`` (use ``worker_index``)."""
+        ``with_ids=False`` leaves out ``worker_id`` (use ``worker_index``); ``columns`` keeps
+        only those, in that order."""
+        if columns is not None:
+            full = self.snapshot(now_s, with_ids=False)
+            for name in columns:
+                if name not in full:
+                    raise KernelError(
+                        f"columns: unknown snapshot column {name!r} (worker_id needs with_ids and no columns)"
+                    )
+            return {name: full[name] for name in columns}
         now = _now(now_s)
         engines = list(self._engines.values())
         n = len(engines)
@@ -424,7 +436,7 @@ class FpmIngestor:
         wall_time``, ``x`` per ``features``: "prefill", "decode" or "agg"); returns the count."""
         now = _now(now_s)
         if features not in _FEATURES:
-            raise KernelError(f'features must be "prefill", "decode" or "agg", got {features!r}')
+            raise KernelError(f'features must be "prefill", "decode", "agg" or "decode_kv", got {features!r}')
         cols = _FEATURES[features]
         if regression.n_features != len(cols):
             raise KernelError(

@@ -33,11 +33,13 @@ def native_receiver_for(
     if prefer is False:
         return None
     reasons = []
-    native = None
+    native: Any = None
     if not kernels.USING_EXTENSIONS:
         reasons.append("SLA_PLANNER_NO_EXTENSIONS is set")
     else:
-        from .. import _native as native
+        from .. import _native
+
+        native = _native
     if native is not None and not isinstance(ingestor, native.FpmIngestor):
         reasons.append(f"the ingestor is {type(ingestor).__name__}, not the native FpmIngestor")
     if clock is not time.time:

@@ -7,7 +7,9 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyString};
 use sla_planner_core::engine::HistoryEntry;
 use sla_planner_core::fpm::{FieldKind, QUEUED_FIELDS, SCHEDULED_FIELDS};
-use sla_planner_core::table::{Column, EngineTable, MAX_ENGINES_LIMIT, MAX_HISTORY_LEN};
+use sla_planner_core::table::{
+    Column, ColumnData, EngineTable, SnapshotColumn, MAX_ENGINES_LIMIT, MAX_HISTORY_LEN,
+};
 
 use crate::errors::{argument, int_in, is_int, type_name, NativeError, NativeResult};
 
@@ -113,7 +115,7 @@ pub struct FpmIngestor {
     pub(crate) table: SharedTable,
 }
 
-fn columns<'py>(
+fn stats_columns<'py>(
     py: Python<'py>,
     d: &Bound<'py, PyDict>,
     prefix: &str,
@@ -303,15 +305,33 @@ impl FpmIngestor {
 
     /// Struct of arrays, one row per known engine in registration order; `with_ids=False`
     /// leaves out the `worker_id` strings (use `worker_index`).
-    #[pyo3(signature = (now_s, *, with_ids = true))]
+    #[pyo3(signature = (now_s, *, with_ids = true, columns = None))]
     fn snapshot<'py>(
         &self,
         py: Python<'py>,
         now_s: f64,
         with_ids: bool,
+        columns: Option<Vec<String>>,
     ) -> NativeResult<Bound<'py, PyDict>> {
         check_now(now_s)?;
         let table = &self.table;
+        if let Some(names) = columns {
+            let wanted = names
+                .iter()
+                .map(|n| snapshot_column(n))
+                .collect::<NativeResult<Vec<_>>>()?;
+            let data = py.detach(|| lock(table).snapshot_columns(now_s, &wanted));
+            let d = PyDict::new(py);
+            for (name, col) in names.iter().zip(data) {
+                match col {
+                    ColumnData::I64(v) => d.set_item(name, PyArray1::from_vec(py, v))?,
+                    ColumnData::U64(v) => d.set_item(name, PyArray1::from_vec(py, v))?,
+                    ColumnData::F64(v) => d.set_item(name, PyArray1::from_vec(py, v))?,
+                    ColumnData::Bool(v) => d.set_item(name, PyArray1::from_vec(py, v))?,
+                }
+            }
+            return Ok(d);
+        }
         let s = py.detach(|| lock(table).snapshot_with(now_s, with_ids));
         let d = PyDict::new(py);
         if with_ids {
@@ -334,14 +354,14 @@ impl FpmIngestor {
         d.set_item("heartbeats", PyArray1::from_vec(py, s.heartbeats))?;
         d.set_item("gaps", PyArray1::from_vec(py, s.gaps))?;
         d.set_item("out_of_order", PyArray1::from_vec(py, s.out_of_order))?;
-        columns(
+        stats_columns(
             py,
             &d,
             "scheduled_",
             SCHEDULED_FIELDS.iter().map(|f| f.name),
             s.scheduled,
         )?;
-        columns(
+        stats_columns(
             py,
             &d,
             "queued_",
@@ -490,6 +510,45 @@ impl FpmIngestor {
     fn max_engines(&self) -> usize {
         lock(&self.table).max_engines()
     }
+}
+
+/// A snapshot column by its name (the keys of a full snapshot, `worker_id` excepted).
+fn snapshot_column(name: &str) -> NativeResult<SnapshotColumn> {
+    use SnapshotColumn as C;
+    let fixed = match name {
+        "worker_index" => Some(C::WorkerIndex),
+        "dp_rank" => Some(C::DpRank),
+        "counter_id" => Some(C::CounterId),
+        "wall_time" => Some(C::WallTime),
+        "last_seen_s" => Some(C::LastSeen),
+        "stale" => Some(C::Stale),
+        "active" => Some(C::Active),
+        "received" => Some(C::Received),
+        "heartbeats" => Some(C::Heartbeats),
+        "gaps" => Some(C::Gaps),
+        "out_of_order" => Some(C::OutOfOrder),
+        _ => None,
+    };
+    let nested = || {
+        if let Some(f) = name.strip_prefix("scheduled_") {
+            SCHEDULED_FIELDS
+                .iter()
+                .position(|s| s.name == f)
+                .map(C::Scheduled)
+        } else if let Some(f) = name.strip_prefix("queued_") {
+            QUEUED_FIELDS
+                .iter()
+                .position(|s| s.name == f)
+                .map(C::Queued)
+        } else {
+            None
+        }
+    };
+    fixed.or_else(nested).ok_or_else(|| {
+        argument(format!(
+            "columns: unknown snapshot column {name:?} (worker_id needs with_ids and no columns)"
+        ))
+    })
 }
 
 fn check_offsets(offs: &[i64], len: usize) -> NativeResult<()> {

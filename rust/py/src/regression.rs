@@ -18,6 +18,8 @@ pub enum Features {
     Decode,
     /// Scheduled prefill tokens and decode KV tokens.
     Agg,
+    /// Scheduled decode KV tokens (the decode pool's one-feature fallback model).
+    DecodeKv,
 }
 
 impl Features {
@@ -27,8 +29,9 @@ impl Features {
             "prefill" => Ok(Features::Prefill),
             "decode" => Ok(Features::Decode),
             "agg" => Ok(Features::Agg),
+            "decode_kv" => Ok(Features::DecodeKv),
             _ => Err(argument(format!(
-                "features must be \"prefill\", \"decode\" or \"agg\", got {name:?}"
+                "features must be \"prefill\", \"decode\", \"agg\" or \"decode_kv\", got {name:?}"
             ))),
         }
     }
@@ -38,12 +41,13 @@ impl Features {
             Features::Prefill => "prefill",
             Features::Decode => "decode",
             Features::Agg => "agg",
+            Features::DecodeKv => "decode_kv",
         }
     }
 
     pub fn n_features(&self) -> usize {
         match self {
-            Features::Prefill => 1,
+            Features::Prefill | Features::DecodeKv => 1,
             Features::Decode | Features::Agg => 2,
         }
     }
@@ -63,6 +67,7 @@ impl Features {
                 get(scheduled::SUM_PREFILL_TOKENS),
                 get(scheduled::SUM_DECODE_KV_TOKENS),
             ],
+            Features::DecodeKv => [get(scheduled::SUM_DECODE_KV_TOKENS), 0.0],
         }
     }
 }
