@@ -2,13 +2,20 @@
 .DEFAULT_GOAL := help
 PYTHON ?= python
 
-.PHONY: help install test test-compiled test-reference test-rust bench rust-dev profile
+.PHONY: help install test test-compiled test-reference test-rust bench rust-dev profile precompile fuzz
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
-install: ## editable install with every extra (builds the Rust and Cython extensions)
+install: ## editable install with every extra (builds the Rust and Cython extensions), then precompile
 	$(PYTHON) -m pip install -e '.[all]'
+	$(MAKE) precompile
+
+precompile: ## compile the simulator's numba kernels into numba's cache (the first replay loads them)
+	$(PYTHON) -m sla_planner.sim.precompile
+
+fuzz: ## 10**6 mutated FPM payloads through decode and batch ingest, native against the reference
+	$(PYTHON) -m sla_planner.fpm_fuzz --payloads 1000000
 
 test: test-rust test-compiled test-reference ## the whole suite: cargo tests, then pytest with compiled kernels, then with the numpy references
 

@@ -277,3 +277,26 @@ def test_snapshot_columns_are_the_full_snapshots_columns(impl: Any) -> None:
     for bad in (["worker_id"], ["bogus"], ["scheduled_bogus"]):
         with pytest.raises(KernelError, match="unknown snapshot column"):
             ing.snapshot(9.0, columns=bad)
+
+
+# ------------------------------------------------------------------------------ fuzz loop
+
+
+@pytest.mark.skipif(_native is None, reason="native extension not built")
+def test_fuzz_loop_finds_no_mismatch_and_catches_a_wrong_decoder() -> None:
+    from sla_planner import fpm_fuzz
+
+    report = fpm_fuzz.fuzz(6_000, seed=7, batch=500)
+    assert (report.payloads, report.mismatches) == (6_000, 0)
+    assert report.accepted > 500 and report.batches == 12
+
+    class WrongDecoder:  # the native module with a decoder that drops one field
+        FpmIngestor = _native.FpmIngestor
+
+        @staticmethod
+        def decode_fpm(payload: bytes) -> Any:
+            rec = _native.decode_fpm(payload)
+            rec.pop("wall_time")
+            return rec
+
+    assert fpm_fuzz.fuzz(2_000, seed=7, batch=500, native=WrongDecoder).mismatches > 0

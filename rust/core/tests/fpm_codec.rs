@@ -422,3 +422,18 @@ fn random_garbage_and_mutations_never_panic() {
         let _ = fpm::decode(&m);
     }
 }
+
+#[test]
+fn a_bad_version_is_reported_only_for_well_formed_msgpack() {
+    let good = payload_with(&[0x02], &[]);
+    assert_eq!(fpm::decode(&good), Err(FpmError::BadVersion(2)));
+    let mut broken = good.clone();
+    broken.truncate(good.len() - 1);
+    assert_eq!(fpm::decode(&broken), Err(FpmError::Truncated));
+    let mut longer = good;
+    longer.push(0xc0);
+    assert_eq!(
+        fpm::decode(&longer),
+        Err(FpmError::TrailingBytes { count: 1 })
+    );
+}

@@ -330,6 +330,23 @@ impl<'a> Reader<'a> {
         self.str_bytes(key_field)
     }
 
+    /// `err` if the rest of the root map (`entries` more key/value pairs) and nothing after it
+    /// is well-formed msgpack, else the structural error: a payload that is not msgpack at all
+    /// is malformed whatever its version says.
+    fn well_formed_rest(&mut self, entries: usize, err: FpmError) -> FpmError {
+        for _ in 0..entries {
+            if let Err(e) = self.skip(2).and_then(|()| self.skip(2)) {
+                return e;
+            }
+        }
+        if self.remaining() > 0 {
+            return FpmError::TrailingBytes {
+                count: self.remaining(),
+            };
+        }
+        err
+    }
+
     /// Skip the value of an unknown key after checking the key is valid UTF-8.
     fn skip_unknown(
         &mut self,
@@ -453,9 +470,12 @@ fn decode_general(payload: &[u8]) -> Result<FpmRef<'_>, FpmError> {
             0 => match r.number("version", "int")? {
                 Number::UInt(v) if v == FPM_SCHEMA_VERSION as u64 => {}
                 Number::UInt(v) => {
-                    return Err(FpmError::BadVersion(i64::try_from(v).unwrap_or(i64::MAX)))
+                    let v = i64::try_from(v).unwrap_or(i64::MAX);
+                    return Err(r.well_formed_rest(n - entry - 1, FpmError::BadVersion(v)));
                 }
-                Number::Int(v) => return Err(FpmError::BadVersion(v)),
+                Number::Int(v) => {
+                    return Err(r.well_formed_rest(n - entry - 1, FpmError::BadVersion(v)))
+                }
                 Number::Float(_) => {
                     return Err(FpmError::WrongType {
                         field: "version",
