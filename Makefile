@@ -28,8 +28,8 @@ test-compiled: ## pytest with the compiled kernels
 test-reference: ## pytest with SLA_PLANNER_NO_EXTENSIONS=1 (numpy/Python references everywhere)
 	SLA_PLANNER_NO_EXTENSIONS=1 $(PYTHON) -m pytest -q -m 'not slow' -p no:cacheprovider
 
-bench: ## benchmarks: every kernel against its reference, in one run
-	$(PYTHON) -m pytest benches --benchmark-only --benchmark-columns=min,median,mean,ops -q
+bench: ## every `sla-planner bench` case (same definitions) plus the replay/live/metrics benches, in one run
+	$(PYTHON) -m pytest benches --benchmark-only --benchmark-columns=median,ops -q -s -p no:cacheprovider
 
 rust-dev: ## fast Rust loop: build the PyO3 module with maturin into the current environment
 	cd rust/py && maturin develop --release
