@@ -29,7 +29,7 @@ test-reference: ## pytest with SLA_PLANNER_NO_EXTENSIONS=1 (numpy/Python referen
 	SLA_PLANNER_NO_EXTENSIONS=1 $(PYTHON) -m pytest -q -m 'not slow' -p no:cacheprovider
 
 bench: ## every `sla-planner bench` case (same definitions) plus the replay/live/metrics benches, in one run
-	$(PYTHON) -m pytest benches --benchmark-only --benchmark-columns=median,ops -q -s -p no:cacheprovider
+	$(PYTHON) -m pytest benches -o python_files='bench_*.py' --benchmark-only --benchmark-columns=median,ops -q -s -p no:cacheprovider
 
 rust-dev: ## fast Rust loop: build the PyO3 module with maturin into the current environment
 	cd rust/py && maturin develop --release
