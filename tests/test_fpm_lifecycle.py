@@ -218,8 +218,10 @@ def _feed_case(ingestor_cls: Any, regression_cls: Any, msgs: list[tuple[Any, ...
     for worker, rank, wall, tokens, t in msgs:
         ing.ingest([payload(worker, rank, wall_time=wall, prefill_tokens=tokens)], now_s=t)
     reg = regression_cls(1 if features in ("prefill", "decode_kv") else 2, 120.0, 5.0, 1)
-    added = ing.feed_regression(reg, now_s, since_s, np.array(workers, dtype=bool), features)
-    return added, reg.fit(now_s + 1.0), ing.counters()
+    fallback = regression_cls(1, 120.0, 5.0, 1) if features == "decode" else None
+    added = ing.feed_regression(reg, now_s, since_s, np.array(workers, dtype=bool), features, fallback)
+    fits = (reg.fit(now_s + 1.0), None if fallback is None else fallback.fit(now_s + 1.0))
+    return added, fits, ing.counters()
 
 
 _msg = st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 1), st.sampled_from([0.0, 0.01, 0.03]),
@@ -236,10 +238,11 @@ def test_native_feed_matches_reference(msgs: list[Any], workers: list[bool], fea
     got = _feed_case(_native.FpmIngestor, _native.SlidingRegression, msgs, workers, features, since_s, now_s)
     want = _feed_case(FpmIngestorRef, SlidingRegressionRef, msgs, workers, features, since_s, now_s)
     assert got[0] == want[0] and got[2] == want[2]
-    assert (got[1] is None) == (want[1] is None)
-    if got[1] is not None:
-        np.testing.assert_array_equal(got[1][0], want[1][0])
-        assert got[1][1] == want[1][1]
+    for fit_got, fit_want in zip(got[1], want[1]):
+        assert (fit_got is None) == (fit_want is None)
+        if fit_got is not None:
+            np.testing.assert_array_equal(fit_got[0], fit_want[0])
+            assert fit_got[1] == fit_want[1]
 
 
 def test_feed_takes_fresh_active_forward_passes_of_chosen_workers(impls: tuple[Any, Any]) -> None:

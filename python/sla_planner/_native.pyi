@@ -113,14 +113,16 @@ class FpmIngestor:
         """Remove engines silent for more than ``expire_after_s`` at ``now_s``; returns how many."""
 
     def feed_regression(
-        self, regression: SlidingRegression, now_s: float, since_s: float, workers: npt.ArrayLike, features: str
+        self, regression: SlidingRegression, now_s: float, since_s: float, workers: npt.ArrayLike, features: str,
+        fallback: SlidingRegression | None = None,
     ) -> int:
         """Add the latest forward pass of every engine active at ``now_s``, seen after
         ``since_s``, not a heartbeat, whose ``worker_index`` is True in the bool mask
         ``workers``, to ``regression`` in registration order: ``t = last_seen_s``, ``y =
         wall_time``, ``x`` by ``features`` ("prefill": scheduled prefill tokens; "decode":
         scheduled decode requests and KV tokens; "agg": prefill tokens and decode KV tokens;
-        "decode_kv": decode KV tokens alone).
+        "decode_kv": decode KV tokens alone); the same samples' decode KV tokens also go into the
+        one-feature ``fallback`` when given (one pass over the table for both).
         Returns how many samples were added. No numpy round trip; the GIL is released."""
 
     def memory_bytes(self) -> int:

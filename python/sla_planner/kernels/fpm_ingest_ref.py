@@ -428,19 +428,25 @@ class FpmIngestor:
         return True
 
     def feed_regression(
-        self, regression: Any, now_s: float, since_s: float, workers: Any, features: str
+        self, regression: Any, now_s: float, since_s: float, workers: Any, features: str, fallback: Any = None
     ) -> int:
         """Feed the latest forward pass of every engine active at ``now_s``, seen after
         ``since_s``, not a heartbeat, whose ``worker_index`` is set in the bool mask
         ``workers``, into ``regression`` in registration order (``t = last_seen_s``, ``y =
-        wall_time``, ``x`` per ``features``: "prefill", "decode" or "agg"); returns the count."""
+        wall_time``, ``x`` per ``features``: "prefill", "decode", "agg" or "decode_kv"), and into
+        the one-feature ``fallback`` (decode KV tokens) when given; returns the count."""
         now = _now(now_s)
         if features not in _FEATURES:
             raise KernelError(f'features must be "prefill", "decode", "agg" or "decode_kv", got {features!r}')
         cols = _FEATURES[features]
         if regression.n_features != len(cols):
             raise KernelError(
-                f"features {features!r} need a regression of {len(cols)} features, got {regression.n_features}"
+                f"regression: features {features!r} need a regression of {len(cols)} features, "
+                f"got {regression.n_features}"
+            )
+        if fallback is not None and fallback.n_features != 1:
+            raise KernelError(
+                f"fallback: features 'decode_kv' need a regression of 1 features, got {fallback.n_features}"
             )
         try:
             mask = np.ascontiguousarray(workers, dtype=np.bool_)
@@ -458,6 +464,9 @@ class FpmIngestor:
             x = np.array([[e.latest[j] for j in cols] for e in picked], dtype=np.float64)
             y = np.array([e.latest[1] for e in picked], dtype=np.float64)
             regression.add_many(t, x, y)
+            if fallback is not None:
+                kv = _FEATURES["decode_kv"][0]
+                fallback.add_many(t, np.array([e.latest[kv] for e in picked], dtype=np.float64), y)
         return len(picked)
 
     def memory_bytes(self) -> int:

@@ -39,8 +39,6 @@ def table_feed(
 
     def feed(reg: Any, fallback: Any, pool: Pool, since_s: float) -> None:
         workers = roles == _ROLE_CODE[pool]
-        ingestor.feed_regression(reg, now_s, since_s, workers, FEATURES_OF_POOL[pool])
-        if fallback is not None:
-            ingestor.feed_regression(fallback, now_s, since_s, workers, "decode_kv")
+        ingestor.feed_regression(reg, now_s, since_s, workers, FEATURES_OF_POOL[pool], fallback)
 
     return feed

@@ -430,6 +430,8 @@ impl FpmIngestor {
     /// last_seen_s`, `y = wall_time`, `x` chosen by `features` ("prefill": scheduled prefill
     /// tokens; "decode": scheduled decode requests and KV tokens; "agg": scheduled prefill
     /// tokens and decode KV tokens). Returns how many samples were added.
+    #[pyo3(signature = (regression, now_s, since_s, workers, features, fallback = None))]
+    #[allow(clippy::too_many_arguments)]
     fn feed_regression(
         &self,
         py: Python<'_>,
@@ -438,6 +440,7 @@ impl FpmIngestor {
         since_s: f64,
         workers: &Bound<'_, PyAny>,
         features: &str,
+        fallback: Option<&Bound<'_, crate::regression::SlidingRegression>>,
     ) -> NativeResult<usize> {
         check_now(now_s)?;
         let features = crate::regression::Features::parse(features)?;
@@ -449,16 +452,34 @@ impl FpmIngestor {
             .map_err(|_| argument("workers must be a 1-D bool array"))?;
         let mask = mask.readonly();
         let mask = mask.as_slice()?;
-        let mut reg = regression.borrow_mut();
-        let reg = &mut reg.inner;
-        let k = reg.n_features();
-        if k != features.n_features() {
-            return Err(argument(format!(
-                "features {:?} need a regression of {} features, got {k}",
-                features.name(),
-                features.n_features()
-            )));
+        let mut reg = regression.try_borrow_mut().map_err(PyErr::from)?;
+        let mut fb = match fallback {
+            Some(f) => Some(f.try_borrow_mut().map_err(|_| {
+                argument("fallback must be a different SlidingRegression from regression")
+            })?),
+            None => None,
+        };
+        let check = |k: usize, want: usize, what: &str, name: &str| {
+            if k == want {
+                Ok(())
+            } else {
+                Err(argument(format!(
+                    "{what}: features {name:?} need a regression of {want} features, got {k}"
+                )))
+            }
+        };
+        check(
+            reg.inner.n_features(),
+            features.n_features(),
+            "regression",
+            features.name(),
+        )?;
+        if let Some(f) = fb.as_ref() {
+            check(f.inner.n_features(), 1, "fallback", "decode_kv")?;
         }
+        let reg = &mut reg.inner;
+        let mut fb = fb.as_mut().map(|f| &mut f.inner);
+        let kv = crate::regression::Features::DecodeKv;
         let table = &self.table;
         Ok(py.detach(|| {
             let t = lock(table);
@@ -471,6 +492,9 @@ impl FpmIngestor {
                     && mask.get(e.worker_index as usize).copied().unwrap_or(false);
                 if fresh {
                     reg.add(e.last_seen_s, &features.of(&e.latest), e.latest.wall_time);
+                    if let Some(f) = fb.as_deref_mut() {
+                        f.add(e.last_seen_s, &kv.of(&e.latest), e.latest.wall_time);
+                    }
                     added += 1;
                 }
             }
