@@ -102,6 +102,43 @@ pub enum ColumnData {
     Bool(Vec<bool>),
 }
 
+/// The numbers a load tick reads of one engine, kept beside the engine records so the tick's
+/// passes over 80k engines read 72 bytes per engine instead of the whole record.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct HotRow {
+    pub last_seen_s: f64,
+    pub wall_time: f64,
+    pub worker_index: u32,
+    /// Scheduled prefill tokens, decode requests, decode KV tokens.
+    pub scheduled: [i64; 3],
+    /// Queued prefill tokens, decode requests, decode KV tokens.
+    pub queued: [i64; 3],
+}
+
+impl HotRow {
+    fn of(e: &Engine) -> Self {
+        use fpm::{queued as q, scheduled as sc};
+        let s = &e.latest.scheduled.counts;
+        let qc = &e.latest.queued.counts;
+        let at = |c: &[i64], i: usize| c.get(i).copied().unwrap_or(0);
+        HotRow {
+            last_seen_s: e.last_seen_s,
+            wall_time: e.latest.wall_time,
+            worker_index: e.worker_index,
+            scheduled: [
+                at(s, sc::SUM_PREFILL_TOKENS),
+                at(s, sc::NUM_DECODE_REQUESTS),
+                at(s, sc::SUM_DECODE_KV_TOKENS),
+            ],
+            queued: [
+                at(qc, q::SUM_PREFILL_TOKENS),
+                at(qc, q::NUM_DECODE_REQUESTS),
+                at(qc, q::SUM_DECODE_KV_TOKENS),
+            ],
+        }
+    }
+}
+
 /// A typed column of a nested FPM field.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Column {
@@ -182,6 +219,7 @@ pub struct EngineTable {
     next_sweep_s: f64,
     max_engines: usize,
     engines: Vec<Engine>,
+    hot: Vec<HotRow>,
     index: EngineIndex,
     workers: WorkerIds,
     last_hit: Option<usize>,
@@ -225,6 +263,7 @@ impl EngineTable {
             next_sweep_s: f64::NEG_INFINITY,
             max_engines,
             engines: Vec::new(),
+            hot: Vec::new(),
             index: EngineIndex::default(),
             workers: WorkerIds::default(),
             last_hit: None,
@@ -311,14 +350,17 @@ impl EngineTable {
     fn remove_where(&mut self, mut gone: impl FnMut(&Engine) -> bool) -> usize {
         let before = self.engines.len();
         let workers = &mut self.workers;
+        let mut kept = Vec::with_capacity(before);
         self.engines.retain(|e| {
-            if gone(e) {
+            let keep = !gone(e);
+            if !keep {
                 workers.release(&e.worker_id, e.worker_index);
-                false
-            } else {
-                true
             }
+            kept.push(keep);
+            keep
         });
+        let mut k = kept.iter();
+        self.hot.retain(|_| k.next().copied().unwrap_or(false));
         let n = before - self.engines.len();
         if n > 0 {
             self.rebuild_index();
@@ -351,6 +393,9 @@ impl EngineTable {
             return false;
         };
         let e = engine.update(sample, now_s, seq);
+        if let Some(h) = self.hot.get_mut(i) {
+            *h = HotRow::of(engine);
+        }
         let k = &mut self.counters;
         k.heartbeats += u64::from(e.heartbeat);
         k.counter_gaps = k.counter_gaps.saturating_add(e.counter_gap);
@@ -380,8 +425,9 @@ impl EngineTable {
                 let i = self.engines.len();
                 self.counters.registered += 1;
                 let w = self.workers.acquire(worker_id);
-                self.engines
-                    .push(Engine::new(worker_id, w, dp_rank, self.history_len));
+                let engine = Engine::new(worker_id, w, dp_rank, self.history_len);
+                self.hot.push(HotRow::of(&engine));
+                self.engines.push(engine);
                 self.index.insert(h, i);
                 i
             }
@@ -415,9 +461,15 @@ impl EngineTable {
             return false;
         };
         let gone = self.engines.remove(i);
+        self.hot.remove(i);
         self.workers.release(&gone.worker_id, gone.worker_index);
         self.rebuild_index();
         true
+    }
+
+    /// The load tick's numbers of every engine, in registration order (parallel to `engines`).
+    pub fn hot_rows(&self) -> &[HotRow] {
+        &self.hot
     }
 
     /// Known engines in registration order.
@@ -524,6 +576,9 @@ impl EngineTable {
     /// the tick.
     pub fn snapshot_columns(&self, now_s: f64, columns: &[SnapshotColumn]) -> Vec<ColumnData> {
         use SnapshotColumn as C;
+        if let Some(out) = self.hot_columns(now_s, columns) {
+            return out;
+        }
         let n = self.engines.len();
         let stats_kind = |specs: &[fpm::FieldSpec], i: usize| {
             specs
@@ -597,6 +652,72 @@ impl EngineTable {
         out
     }
 
+    /// [`Self::snapshot_columns`] from the hot rows alone, when every column is in them.
+    fn hot_columns(&self, now_s: f64, columns: &[SnapshotColumn]) -> Option<Vec<ColumnData>> {
+        use fpm::{queued as q, scheduled as sc};
+        use SnapshotColumn as C;
+        // (kind, index into the row) per column: 0 last_seen, 1 wall, 2 worker, 3 active,
+        // 4 stale, 10.. scheduled hot slot, 20.. queued hot slot
+        let sched_slot = |i: usize| {
+            let slot = SCHEDULED_FIELDS.get(i)?.slot;
+            let hot = [
+                sc::SUM_PREFILL_TOKENS,
+                sc::NUM_DECODE_REQUESTS,
+                sc::SUM_DECODE_KV_TOKENS,
+            ];
+            (SCHEDULED_FIELDS.get(i)?.kind == fpm::FieldKind::Count)
+                .then(|| hot.iter().position(|&h| h == slot))
+                .flatten()
+        };
+        let queued_slot = |i: usize| {
+            let slot = QUEUED_FIELDS.get(i)?.slot;
+            let hot = [
+                q::SUM_PREFILL_TOKENS,
+                q::NUM_DECODE_REQUESTS,
+                q::SUM_DECODE_KV_TOKENS,
+            ];
+            (QUEUED_FIELDS.get(i)?.kind == fpm::FieldKind::Count)
+                .then(|| hot.iter().position(|&h| h == slot))
+                .flatten()
+        };
+        let plan: Vec<usize> = columns
+            .iter()
+            .map(|c| match c {
+                C::LastSeen => Some(0),
+                C::WallTime => Some(1),
+                C::WorkerIndex => Some(2),
+                C::Active => Some(3),
+                C::Stale => Some(4),
+                C::Scheduled(i) => sched_slot(*i).map(|j| 10 + j),
+                C::Queued(i) => queued_slot(*i).map(|j| 20 + j),
+                _ => None,
+            })
+            .collect::<Option<_>>()?;
+        let n = self.hot.len();
+        let limit = self.stale_after_s;
+        Some(
+            plan.iter()
+                .map(|&k| {
+                    let rows = self.hot.iter();
+                    match k {
+                        0 => ColumnData::F64(rows.map(|h| h.last_seen_s).collect()),
+                        1 => ColumnData::F64(rows.map(|h| h.wall_time).collect()),
+                        2 => ColumnData::I64(rows.map(|h| i64::from(h.worker_index)).collect()),
+                        3 => ColumnData::Bool(
+                            rows.map(|h| !(now_s - h.last_seen_s > limit)).collect(),
+                        ),
+                        4 => {
+                            ColumnData::Bool(rows.map(|h| now_s - h.last_seen_s > limit).collect())
+                        }
+                        10..=12 => ColumnData::I64(rows.map(|h| h.scheduled[k - 10]).collect()),
+                        20..=22 => ColumnData::I64(rows.map(|h| h.queued[k - 20]).collect()),
+                        _ => ColumnData::I64(Vec::with_capacity(n)),
+                    }
+                })
+                .collect(),
+        )
+    }
+
     /// Approximate bytes held by the table: engines, names, histories, index and interned ids.
     pub fn memory_bytes(&self) -> usize {
         let engines: usize = self.engines.iter().map(Engine::memory_bytes).sum();
@@ -604,6 +725,7 @@ impl EngineTable {
         std::mem::size_of::<Self>()
             + engines
             + spare
+            + self.hot.capacity() * std::mem::size_of::<HotRow>()
             + self.index.heap_bytes()
             + self.workers.heap_bytes()
     }
@@ -620,6 +742,29 @@ mod tests {
             wall_time: 0.01,
             ..FpmSample::default()
         }
+    }
+
+    #[test]
+    fn hot_rows_follow_the_engines_through_updates_evictions_and_removals() {
+        let mut t = EngineTable::new(2, 5.0, 8, 50.0).expect("valid");
+        for step in 0..200u64 {
+            let w = format!("w{}", step % 13);
+            let mut s = sample((step % 3) as i64, step);
+            s.scheduled.counts = [1, step as i64, 2, 3, 4 + step as i64];
+            s.queued.counts = [5, 6 + step as i64, 7, 8];
+            t.apply(&w, &s, step as f64, None);
+            if step % 17 == 0 {
+                t.remove(&w, 0);
+            }
+            if step % 29 == 0 {
+                t.expire(step as f64);
+            }
+            assert_eq!(t.hot_rows().len(), t.len());
+            for (h, e) in t.hot_rows().iter().zip(t.engines()) {
+                assert_eq!(*h, HotRow::of(e), "step {step}");
+            }
+        }
+        assert!(t.counters().evicted > 0);
     }
 
     #[test]

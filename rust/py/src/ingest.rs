@@ -485,15 +485,15 @@ impl FpmIngestor {
             let t = lock(table);
             let stale_after_s = t.stale_after_s();
             let mut added = 0usize;
-            for e in t.engines() {
-                let fresh = e.last_seen_s > since_s
-                    && e.latest.wall_time > 0.0
-                    && !e.is_stale(now_s, stale_after_s)
-                    && mask.get(e.worker_index as usize).copied().unwrap_or(false);
+            for h in t.hot_rows() {
+                let fresh = h.last_seen_s > since_s
+                    && h.wall_time > 0.0
+                    && !(now_s - h.last_seen_s > stale_after_s)
+                    && mask.get(h.worker_index as usize).copied().unwrap_or(false);
                 if fresh {
-                    reg.add(e.last_seen_s, &features.of(&e.latest), e.latest.wall_time);
+                    reg.add(h.last_seen_s, &features.of_hot(h), h.wall_time);
                     if let Some(f) = fb.as_deref_mut() {
-                        f.add(e.last_seen_s, &kv.of(&e.latest), e.latest.wall_time);
+                        f.add(h.last_seen_s, &kv.of_hot(h), h.wall_time);
                     }
                     added += 1;
                 }

@@ -5,7 +5,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyTuple;
 use sla_planner_core::regression::{self, SlidingRegression as CoreRegression};
 
-use sla_planner_core::fpm::{scheduled, FpmSample};
+use sla_planner_core::table::HotRow;
 
 use crate::errors::{argument, NativeResult};
 
@@ -52,22 +52,15 @@ impl Features {
         }
     }
 
-    /// The feature values of one sample (the second is unused for one feature).
+    /// The feature values of one engine's hot row (the second is unused for one feature).
     #[inline]
-    pub fn of(&self, s: &FpmSample) -> [f64; 2] {
-        let c = &s.scheduled.counts;
-        let get = |slot: usize| c.get(slot).copied().unwrap_or(0) as f64;
+    pub fn of_hot(&self, h: &HotRow) -> [f64; 2] {
+        let [prefill, dec_req, dec_kv] = h.scheduled.map(|v| v as f64);
         match self {
-            Features::Prefill => [get(scheduled::SUM_PREFILL_TOKENS), 0.0],
-            Features::Decode => [
-                get(scheduled::NUM_DECODE_REQUESTS),
-                get(scheduled::SUM_DECODE_KV_TOKENS),
-            ],
-            Features::Agg => [
-                get(scheduled::SUM_PREFILL_TOKENS),
-                get(scheduled::SUM_DECODE_KV_TOKENS),
-            ],
-            Features::DecodeKv => [get(scheduled::SUM_DECODE_KV_TOKENS), 0.0],
+            Features::Prefill => [prefill, 0.0],
+            Features::Decode => [dec_req, dec_kv],
+            Features::Agg => [prefill, dec_kv],
+            Features::DecodeKv => [dec_kv, 0.0],
         }
     }
 }
