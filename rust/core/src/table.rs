@@ -704,7 +704,11 @@ impl EngineTable {
                         1 => ColumnData::F64(rows.map(|h| h.wall_time).collect()),
                         2 => ColumnData::I64(rows.map(|h| i64::from(h.worker_index)).collect()),
                         3 => ColumnData::Bool(
-                            rows.map(|h| !(now_s - h.last_seen_s > limit)).collect(),
+                            rows.map(|h| {
+                                let stale = now_s - h.last_seen_s > limit;
+                                !stale
+                            })
+                            .collect(),
                         ),
                         4 => {
                             ColumnData::Bool(rows.map(|h| now_s - h.last_seen_s > limit).collect())

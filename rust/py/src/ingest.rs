@@ -486,9 +486,10 @@ impl FpmIngestor {
             let stale_after_s = t.stale_after_s();
             let mut added = 0usize;
             for h in t.hot_rows() {
+                let stale = now_s - h.last_seen_s > stale_after_s;
                 let fresh = h.last_seen_s > since_s
                     && h.wall_time > 0.0
-                    && !(now_s - h.last_seen_s > stale_after_s)
+                    && !stale
                     && mask.get(h.worker_index as usize).copied().unwrap_or(false);
                 if fresh {
                     reg.add(h.last_seen_s, &features.of_hot(h), h.wall_time);
