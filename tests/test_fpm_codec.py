@@ -99,6 +99,14 @@ class TestRoundTrip:
         rec = nested_set(make_record(counter_id=value), "scheduled_requests.sum_decode_kv_tokens", value)
         assert decode(encode(rec)) == rec
 
+    # counter_id is unsigned 64-bit in Dynamo: the whole range round-trips
+    @pytest.mark.parametrize("value", [2**63 - 1, 2**63, 2**64 - 2, 2**64 - 1])
+    def test_counter_id_takes_the_full_u64_range(self, codec: Codec, value: int) -> None:
+        encode, decode = codec
+        rec = make_record(counter_id=value)
+        assert decode(encode(rec)) == rec
+        assert decode(pack(rec)) == rec
+
     def test_version_is_optional_when_encoding(self, codec: Codec) -> None:
         encode, decode = codec
         rec = make_record()
@@ -150,7 +158,8 @@ DECODE_CASES = [
     ("worker_id 257 bytes", pack(make_record(worker_id="w" * 257)), "too_large", "worker_id"),
     ("negative dp_rank", pack(make_record(dp_rank=-1)), "negative", "dp_rank"),
     ("float counter_id", pack(make_record(counter_id=1.0)), "wrong_type", "counter_id"),
-    ("counter_id 2**63", pack(make_record(counter_id=2**63)), "out_of_range", "counter_id"),
+    ("dp_rank 2**63", pack(make_record(dp_rank=2**63)), "out_of_range", "dp_rank"),
+    ("negative counter_id", pack(make_record(counter_id=-1)), "negative", "counter_id"),
     ("negative wall_time", pack(make_record(wall_time=-0.001)), "negative", "wall_time"),
     ("nan wall_time", pack(make_record(wall_time=math.nan)), "non_finite", "wall_time"),
     ("inf variance", pack(nested_set(make_record(), "scheduled_requests.var_prefill_length", math.inf)),

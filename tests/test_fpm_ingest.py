@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgpack
@@ -195,26 +196,36 @@ _message = st.one_of(
     st.builds(payload, st.sampled_from(["a", "b", "c"]), st.integers(0, 2), st.integers(0, 12),
               st.sampled_from([0.0, 0.01, 0.05]), st.integers(0, 10**6)),
     st.builds(payload, st.just("a"), st.just(0), st.integers(0, 3), st.just(0.01), st.just(1), st.integers(0, 3)),
+    st.builds(payload, st.sampled_from(["a", "d"]), st.just(0), st.sampled_from([0, 1, 2**63, 2**64 - 2, 2**64 - 1]),
+              st.just(0.01)),
     st.binary(max_size=40),
 )
 _op = st.one_of(
     st.tuples(st.just("ingest"), st.lists(_message, max_size=6), st.booleans()),
     st.tuples(st.just("buffer"), st.lists(_message, max_size=6), st.booleans()),
     st.tuples(st.just("remove"), st.sampled_from(["a", "b", "c"]), st.integers(0, 2)),
+    st.tuples(st.just("expire")),
 )
 
 
 @pytest.mark.skipif(_native is None, reason="native extension not built")
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(_op, max_size=8), st.integers(1, 4), st.sampled_from([0.5, 2.0, 30.0]), st.data())
-def test_native_matches_reference(ops: list[Any], history_len: int, stale_after_s: float, data: st.DataObject) -> None:
-    native = _native.FpmIngestor(history_len, stale_after_s, max_engines=5)
-    ref = FpmIngestorRef(history_len, stale_after_s, max_engines=5)
+@given(st.lists(_op, max_size=8), st.integers(1, 4), st.sampled_from([0.5, 2.0, 30.0]),
+       st.sampled_from([1.0, 4.0, math.inf]), st.data())
+def test_native_matches_reference(
+    ops: list[Any], history_len: int, stale_after_s: float, expire_factor: float, data: st.DataObject
+) -> None:
+    expire_after_s = stale_after_s * expire_factor
+    native = _native.FpmIngestor(history_len, stale_after_s, max_engines=5, expire_after_s=expire_after_s)
+    ref = FpmIngestorRef(history_len, stale_after_s, max_engines=5, expire_after_s=expire_after_s)
     now = 0.0
     for op in ops:
-        now += data.draw(st.sampled_from([0.0, 0.25, 1.0, 3.0]))
+        now += data.draw(st.sampled_from([0.0, 0.25, 1.0, 3.0, 40.0]))
         if op[0] == "remove":
             assert native.remove(op[1], op[2]) == ref.remove(op[1], op[2])
+            continue
+        if op[0] == "expire":
+            assert native.expire(now) == ref.expire(now)
             continue
         msgs, with_seq = op[1], op[2]
         seqs = data.draw(st.lists(st.integers(0, 20), min_size=len(msgs), max_size=len(msgs))) if with_seq else None

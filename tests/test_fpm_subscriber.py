@@ -429,3 +429,20 @@ def test_payload_size_limit_boundary(raw_pub: tuple[zmq.Socket[Any], str]) -> No
         pub.send_multipart([b"w", seq(1), payload + b"\x00"])  # one byte over: dropped
         wait_for(lambda: sub.counters()["oversized"] == 1, what="the oversized payload")
 
+
+
+# ------------------------------------------------------------------ which receive path runs
+def test_native_receive_loop_runs_for_the_native_ingestor_only(ingestor: Any) -> None:
+    is_native = kernels.USING_EXTENSIONS and not isinstance(ingestor, FpmIngestorRef)
+    with FpmSubscriber(ingestor, StaticDiscovery([])) as sub:
+        assert sub.native is is_native
+    with FpmSubscriber(ingestor, StaticDiscovery([]), native=False) as sub:
+        assert sub.native is False
+    if not is_native:
+        with pytest.raises(KernelError, match="native FPM receive loop cannot be used"):
+            FpmSubscriber(ingestor, StaticDiscovery([]), native=True).start()
+
+
+def test_custom_clock_keeps_the_python_loop() -> None:
+    with FpmSubscriber(kernels.FpmIngestor(), StaticDiscovery([]), clock=lambda: 5.0) as sub:
+        assert sub.native is False

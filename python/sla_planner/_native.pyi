@@ -12,7 +12,7 @@ from typing import Any, Self, final
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["fpm_schema_version", "encode_fpm", "encode_fpm_rows", "decode_fpm", "estimate_many", "FpmIngestor", "SlidingRegression", "MAX_PAYLOAD_BYTES", "MAX_WORKER_ID_BYTES", "MAX_MAP_ENTRIES", "MAX_DEPTH", "__version__"]
+__all__ = ["fpm_schema_version", "encode_fpm", "encode_fpm_rows", "decode_fpm", "estimate_many", "FpmIngestor", "SlidingRegression", "FpmReceiver", "BenchPublisher", "MAX_PAYLOAD_BYTES", "MAX_WORKER_ID_BYTES", "MAX_MAP_ENTRIES", "MAX_DEPTH", "__version__"]
 
 __version__: str
 MAX_PAYLOAD_BYTES: int
@@ -54,15 +54,23 @@ class FpmIngestor:
 
     Keeps the latest message (idle heartbeats, ``wall_time == 0.0``, included), the last
     ``history_len`` forward passes (heartbeats excluded) and counters; an engine is stale when
-    ``now_s - last_seen_s > stale_after_s``. At most ``max_engines`` engines; messages for new
-    engines beyond that are dropped and counted (``dropped_capacity``).
+    ``now_s - last_seen_s > stale_after_s`` and removed (``expired``) when silent for more than
+    ``expire_after_s`` (``inf``: never; must be >= ``stale_after_s``). At most ``max_engines``
+    engines: a new engine at capacity first sweeps expired ones, then evicts the stalest stale
+    ones (``evicted``; up to ``max(1, max_engines // 16)`` at once); when every engine is live
+    its message is dropped (``dropped_capacity``). ``counter_id`` is unsigned 64-bit.
     """
 
-    def __new__(cls, history_len: int = 10, stale_after_s: float = 30.0, max_engines: int = 4096) -> Self: ...
+    def __new__(
+        cls, history_len: int = 10, stale_after_s: float = 30.0, max_engines: int = 4096,
+        expire_after_s: float = 300.0,
+    ) -> Self: ...
     @property
     def history_len(self) -> int: ...
     @property
     def stale_after_s(self) -> float: ...
+    @property
+    def expire_after_s(self) -> float: ...
     @property
     def max_engines(self) -> int: ...
     def ingest(self, payloads: Sequence[bytes], now_s: float, seqs: Sequence[int] | None = None) -> int:
@@ -74,27 +82,48 @@ class FpmIngestor:
     ) -> int:
         """Like ``ingest``; payload i is ``buf[offsets[i]:offsets[i+1]]`` (offsets: n + 1 ints)."""
 
-    def snapshot(self, now_s: float, *, with_ids: bool = True) -> dict[str, npt.NDArray[Any]]:
+    def snapshot(
+        self, now_s: float, *, with_ids: bool = True, columns: Sequence[str] | None = None
+    ) -> dict[str, npt.NDArray[Any]]:
         """Struct of arrays, one row per engine in registration order: ``worker_id`` (object
         array of str; left out when ``with_ids`` is False, which saves one str per engine),
         ``worker_index`` (int64: the interned worker, equal for all dp ranks of one worker,
         distinct across workers; a removed worker's index is reused, lowest first),
-        ``dp_rank``, ``counter_id`` (int64), ``wall_time``, ``last_seen_s``
+        ``dp_rank`` (int64), ``counter_id`` (uint64), ``wall_time``, ``last_seen_s``
         (float64), ``stale``, ``active`` (bool, ``active == ~stale``), ``received``,
         ``heartbeats``, ``gaps``, ``out_of_order`` (int64), and ``scheduled_<field>`` /
-        ``queued_<field>`` for every FPM field (int64 counts, float64 variances)."""
+        ``queued_<field>`` for every FPM field (int64 counts, float64 variances). ``columns``:
+        only those (any of the names above but ``worker_id``), in that order: the load tick
+        takes 10 of 24, which is most of the snapshot's cost at 80k engines."""
 
     def history(self, worker_id: str, dp_rank: int) -> dict[str, npt.NDArray[Any]]:
-        """Stored forward passes, oldest first: ``received_s``, ``counter_id``, ``wall_time``
-        and the ``scheduled_*`` / ``queued_*`` columns. KeyError for an unknown engine."""
+        """Stored forward passes, oldest first: ``received_s``, ``counter_id`` (uint64),
+        ``wall_time`` and the ``scheduled_*`` / ``queued_*`` columns. KeyError for an unknown
+        engine; KernelError when ``worker_id`` is not a str or ``dp_rank`` not an int."""
 
     def counters(self) -> dict[str, int]:
         """``received``, ``decoded``, ``malformed``, ``wrong_version``, ``heartbeats``,
         ``gaps`` (= ``counter_gaps`` + ``seq_gaps``), ``counter_gaps``, ``seq_gaps``,
-        ``out_of_order``, ``dropped_capacity``, ``engines``."""
+        ``out_of_order``, ``dropped_capacity``, ``expired``, ``evicted``, ``engines``."""
 
     def remove(self, worker_id: str, dp_rank: int) -> bool:
         """Forget an engine; returns whether it was known."""
+
+    def expire(self, now_s: float) -> int:
+        """Remove engines silent for more than ``expire_after_s`` at ``now_s``; returns how many."""
+
+    def feed_regression(
+        self, regression: SlidingRegression, now_s: float, since_s: float, workers: npt.ArrayLike, features: str,
+        fallback: SlidingRegression | None = None,
+    ) -> int:
+        """Add the latest forward pass of every engine active at ``now_s``, seen after
+        ``since_s``, not a heartbeat, whose ``worker_index`` is True in the bool mask
+        ``workers``, to ``regression`` in registration order: ``t = last_seen_s``, ``y =
+        wall_time``, ``x`` by ``features`` ("prefill": scheduled prefill tokens; "decode":
+        scheduled decode requests and KV tokens; "agg": prefill tokens and decode KV tokens;
+        "decode_kv": decode KV tokens alone); the same samples' decode KV tokens also go into the
+        one-feature ``fallback`` when given (one pass over the table for both).
+        Returns how many samples were added. No numpy round trip; the GIL is released."""
 
     def memory_bytes(self) -> int:
         """Approximate bytes held by the table."""
@@ -137,3 +166,46 @@ class SlidingRegression:
     def fit(self, now_s: float) -> tuple[npt.NDArray[np.float64], int] | None:
         """``(coefficients [intercept, b1, (b2)], sample count)`` over the window ending at
         ``now_s``, or None (see ``last_rejection``)."""
+
+@final
+class FpmReceiver:
+    """ZMTP SUB connections to FPM endpoints (``tcp://host:port``), read on a native thread
+    straight into ``ingestor``'s table (messages stamped with the wall clock). Reconnects every
+    ``reconnect_s`` to an endpoint that is down; messages that are not ``[topic, 8-byte
+    sequence, payload]`` are counted ``bad_frames``, payloads over ``max_payload_bytes``
+    ``oversized``."""
+
+    def __new__(cls, ingestor: FpmIngestor, max_payload_bytes: int = 65536, reconnect_s: float = 0.1) -> Self: ...
+    @property
+    def running(self) -> bool: ...
+    def connect(self, endpoint: str) -> None:
+        """Subscribe to ``endpoint``; KernelError when it is not ``tcp://host:port``."""
+
+    def disconnect(self, endpoint: str) -> None:
+        """Close the connection to ``endpoint`` and drop its counters."""
+
+    def counters(self) -> dict[str, Any]:
+        """``received``, ``bad_frames``, ``oversized``, ``connect_errors``,
+        ``received_by_endpoint`` (endpoint -> messages), ``connected`` (sorted endpoints whose
+        handshake is done)."""
+
+    def take_learned(self) -> list[tuple[str, str, int]]:
+        """New engines since the last call as ``(endpoint, worker_id, dp_rank)``."""
+
+    def stop(self) -> None:
+        """Stop the loop and close every connection (idempotent)."""
+
+@final
+class BenchPublisher:
+    """``n`` loopback ZMTP PUB endpoints that send FPM messages as fast as a subscriber reads
+    (benchmarks and tests of the receive path)."""
+
+    def __new__(cls, n: int) -> Self: ...
+    @property
+    def endpoints(self) -> list[str]: ...
+    def start(self, payloads: Sequence[Sequence[bytes]], messages: int) -> None:
+        """Endpoint i accepts one subscriber and sends it ``messages`` messages cycling
+        through ``payloads[i]``; returns at once (call once)."""
+
+    def join(self) -> int:
+        """Wait until every endpoint's subscriber has closed; returns the messages sent."""

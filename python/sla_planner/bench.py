@@ -1,9 +1,9 @@
 """``sla-planner bench``: the compiled hot paths timed side by side with their references.
 
-A dependency-free harness: :func:`best_seconds` calls a function ``number`` times per repeat
-with :func:`time.perf_counter` around the loop and keeps the **best (minimum)** repeat. On a
-shared machine the minimum is the estimate least disturbed by other processes; it is what the
-code costs when it gets the core.
+A dependency-free harness: :func:`median_seconds` calls a function ``number`` times per repeat
+with :func:`time.perf_counter` around the loop and reports the **median** repeat: on a shared
+machine it is what a user sees on a typical call, where the minimum would report the luckiest
+one. ``benches/bench_cases.py`` runs the same cases under pytest-benchmark (``make bench``).
 
 Every case first checks that the kernel under test agrees with its reference on the same input
 (:class:`~sla_planner.errors.KernelMismatchError` otherwise), then times both in the same run.
@@ -15,7 +15,7 @@ at least its target, a time or size is under it (``None`` when a case has no tar
 
 from __future__ import annotations
 
-import math
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,7 +34,7 @@ __all__ = [
     "Measurement",
     "BenchCase",
     "BenchResult",
-    "best_seconds",
+    "median_seconds",
     "check_close",
     "check_equal",
     "run_cases",
@@ -58,6 +58,10 @@ class BenchSizes:
     load_tick_reference_ranks: tuple[int, ...]
     memory_engines: int
     memory_reference_engines: int
+    zmq_messages: int = 20_000
+    zmq_reference_messages: int = 500
+    full: bool = False
+    """Also run the cases marked ``full_only`` (minutes, not seconds)."""
 
 
 QUICK = BenchSizes(
@@ -65,12 +69,14 @@ QUICK = BenchSizes(
     regression_reference_samples=5_000, kalman_series=10_000, interp_queries=100_000, scalar_calls=2_000,
     load_tick_reference_ranks=(100, 1_000),
     memory_engines=10_000, memory_reference_engines=500,
+    zmq_messages=4_000, zmq_reference_messages=200,
 )
 FULL = BenchSizes(
     repeat=15, fpm_messages=200_000, fpm_reference_messages=10_000, regression_samples=200_000,
     regression_reference_samples=20_000, kalman_series=10_000, interp_queries=1_000_000, scalar_calls=20_000,
     load_tick_reference_ranks=(100, 1_000),
     memory_engines=100_000, memory_reference_engines=2_000,
+    zmq_messages=50_000, zmq_reference_messages=2_000, full=True,
 )
 
 
@@ -116,6 +122,7 @@ class BenchCase:
     target: float | None
     run: Callable[[Kernels, BenchSizes], Measurement]
     description: str = ""
+    full_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -139,22 +146,24 @@ class BenchResult:
         return d
 
 
-def best_seconds(fn: Callable[[], Any], repeat: int, number: int = 1, setup: Callable[[], Any] | None = None) -> float:
-    """Seconds per call of ``fn``: the best of ``repeat`` timed loops of ``number`` calls each.
+def median_seconds(
+    fn: Callable[[], Any], repeat: int, number: int = 1, setup: Callable[[], Any] | None = None
+) -> float:
+    """Seconds per call of ``fn``: the median of ``repeat`` timed loops of ``number`` calls each.
 
     ``setup`` (untimed) runs before every loop, e.g. to feed fresh data.
     """
     if repeat < 1 or number < 1:
         raise ValueError(f"repeat and number must be >= 1, got {repeat} and {number}")
-    best = math.inf
+    loops: list[float] = []
     for _ in range(repeat):
         if setup is not None:
             setup()
         start = time.perf_counter()
         for _ in range(number):
             fn()
-        best = min(best, (time.perf_counter() - start) / number)
-    return best
+        loops.append((time.perf_counter() - start) / number)
+    return statistics.median(loops)
 
 
 def check_equal(case: str, what: str, got: Any, want: Any) -> None:
@@ -206,6 +215,8 @@ def run_cases(
     results: list[BenchResult] = []
     for case in cases:
         if only and not any(selects(pattern, case.name) for pattern in only):
+            continue
+        if case.full_only and not sizes.full:
             continue
         if progress is not None:
             progress(case.name)

@@ -60,7 +60,16 @@ class KernelError(SlaPlannerError, ValueError):
 
 
 class FpmDecodeError(SlaPlannerError, ValueError):
-    """A ForwardPassMetrics payload could not be decoded or failed validation."""
+    """A ForwardPassMetrics payload could not be decoded or failed validation.
+
+    ``kind`` is the stable name of the rule broken (``"missing_field"``, ``"negative"``, ...),
+    ``field`` the dotted schema path it is about (``None`` when the payload as a whole is bad).
+    """
+
+    def __init__(self, message: str, *, kind: str = "malformed", field: str | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.field = field
 
 
 class ReportDataError(SlaPlannerError, ValueError):

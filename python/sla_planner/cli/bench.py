@@ -15,7 +15,7 @@ def add_bench_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[t
         "bench",
         help="time the compiled kernels against their references and check the performance targets",
         description=(
-            "Runs every case (correctness check first, then timings: best of N repeats) and prints "
+            "Runs every case (correctness check first, then timings: the median of N repeats) and prints "
             "value, reference, speedup (times better than the reference) and whether the target is met."
         ),
     )
@@ -55,5 +55,5 @@ def _run_bench(ns: argparse.Namespace) -> int:
     else:
         print(format_table(results))
         print("\nspeedup = reference / value for times and sizes, value / reference for rates; "
-              "timings are the best of N repeats on one core.")
+              "timings are the median of N repeats (a shared machine: medians, not best-of-N).")
     return 0

@@ -95,6 +95,9 @@ class EngineView:
     q_decode_kv: F64
     names: Any = None
     """Worker id per row (the snapshot's ``worker_id``) when known: drain choices name them."""
+    table_feed: Any = None
+    """Optional ``(regression, fallback, pool, since_s) -> None`` that feeds a pool's fresh
+    forward passes straight from the engine table (see :func:`_feed_from_table`)."""
 
     def __len__(self) -> int:
         return int(self.role.shape[0])
@@ -227,12 +230,25 @@ def _feed(state: LoadState, view: EngineView, rows: npt.NDArray[np.bool_], pool:
     fallback = state.fallbacks.get(pool)
     if fallback is None and pool is Pool.DECODE:
         fallback = state.fallbacks[pool] = _new_regression(Pool.PREFILL, settings)  # one feature
+    if _feed_from_table(view, reg, fallback, pool, state.last_tick_s):
+        return
     fresh = rows & (view.last_seen_s > state.last_tick_s) & (view.wall_time > 0.0)
     if fresh.any():
         t, y = view.last_seen_s[fresh], view.wall_time[fresh]
         reg.add_many(t, _features(view, fresh, pool), y)
         if fallback is not None:
             fallback.add_many(t, view.s_decode_kv[fresh], y)
+
+
+# --- compiled layer: the regression fed from the engine table (owned by the Rust work) -------
+def _feed_from_table(view: EngineView, reg: Any, fallback: Any, pool: Pool, since_s: float) -> bool:
+    """When the adapter gave the view a ``table_feed`` (``kernels.table_feed``), let it append
+    the pool's fresh forward passes straight from the engine table (same rows and order as the
+    array path below: active, seen after ``since_s``, not a heartbeat) and return True."""
+    if view.table_feed is None:
+        return False
+    view.table_feed(reg, fallback, pool, since_s)
+    return True
 
 
 def _prefill_ttft_s(coef: F64, queued: F64, isl: float, chunk: int, decode_kv: F64 | None = None) -> F64:

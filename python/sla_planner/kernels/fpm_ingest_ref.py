@@ -7,6 +7,14 @@ from the caller's ``now_s`` (stale when ``now_s - last_seen_s > stale_after_s``)
 saturate at 2**64 - 1 and are reported clamped to int64, like the native ones. Worker ids are
 interned to a ``worker_index`` shared by a worker's dp ranks; once a worker's last engine is
 removed its index is free, and new workers take the lowest free index first.
+
+Lifecycle (as the native table): an engine silent for more than ``expire_after_s`` is removed
+(``expired``); sweeps run when ``now_s`` has moved ``expire_after_s / 8`` past the last one and
+whenever a new engine finds the table full. Then the stalest stale engines are evicted
+(``evicted``; oldest ``last_seen_s`` first, ties in registration order, ``max(1, max_engines //
+16)`` at once); with no stale engine the message is dropped (``dropped_capacity``).
+``counter_id`` is unsigned 64-bit: a step back (a wrap-around past 2**64 - 1 included) is a
+restart counted in ``out_of_order``, never a gap.
 """
 
 from __future__ import annotations
@@ -31,9 +39,13 @@ MAX_ENGINES_LIMIT = 1 << 20
 _U64_MAX = 2**64 - 1
 _I64_MAX = 2**63 - 1
 
+_EVICT_BATCH_DIVISOR = 16
+_SWEEPS_PER_EXPIRY = 8.0
+
 # Flat sample layout: counter_id, wall_time, scheduled fields..., queued fields...
-_COLUMNS: tuple[tuple[str, bool], ...] = (
-    ("counter_id", True),
+# (True: int64 count, False: float64, None: uint64 counter_id)
+_COLUMNS: tuple[tuple[str, bool | None], ...] = (
+    ("counter_id", None),
     ("wall_time", False),
     *((f"scheduled_{name}", is_count) for name, is_count in SCHEDULED_FIELDS),
     *((f"queued_{name}", is_count) for name, is_count in QUEUED_FIELDS),
@@ -57,6 +69,38 @@ def _flatten(rec: dict[str, Any]) -> tuple[Any, ...]:
         *(sched[name] for name, _ in SCHEDULED_FIELDS),
         *(queued[name] for name, _ in QUEUED_FIELDS),
     )
+
+
+def _dtype(is_count: bool | None) -> type[np.generic]:
+    return np.uint64 if is_count is None else np.int64 if is_count else np.float64
+
+
+# regression features per pool kind: indices into the flat sample (see _COLUMNS)
+_SCHED = {name: 2 + j for j, (name, _) in enumerate(SCHEDULED_FIELDS)}
+_FEATURES = {
+    "prefill": (_SCHED["sum_prefill_tokens"],),
+    "decode": (_SCHED["num_decode_requests"], _SCHED["sum_decode_kv_tokens"]),
+    "agg": (_SCHED["sum_prefill_tokens"], _SCHED["sum_decode_kv_tokens"]),
+    "decode_kv": (_SCHED["sum_decode_kv_tokens"],),
+}
+
+
+def _engine_key(worker_id: Any, dp_rank: Any) -> tuple[str, int]:
+    if not isinstance(worker_id, str):
+        raise KernelError(f"worker_id must be a str, got {type(worker_id).__name__}")
+    if isinstance(dp_rank, bool) or not isinstance(dp_rank, int):
+        raise KernelError(f"dp_rank must be an int, got {type(dp_rank).__name__}")
+    return worker_id, dp_rank
+
+
+def _index_arg(value: Any, name: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise KernelError(f"{name} must be an int, got {type(value).__name__}")
+    if value < lo:
+        raise KernelError(f"{name} must be >= {lo}, got {value}")
+    if value > hi:
+        raise KernelError(f"{name} must be <= {hi}, got {value}")
+    return int(value)
 
 
 def _now(now_s: Any) -> float:
@@ -161,20 +205,24 @@ def _offsets(offsets: Any, buf_len: int) -> np.ndarray:
 class FpmIngestor:
     """Engine table fed by FPM payloads: latest sample, bounded history and counters per engine."""
 
-    def __init__(self, history_len: int = 10, stale_after_s: float = 30.0, max_engines: int = 4096) -> None:
-        history_len = operator.index(history_len)
-        max_engines = operator.index(max_engines)
+    def __init__(
+        self, history_len: int = 10, stale_after_s: float = 30.0, max_engines: int = 4096,
+        expire_after_s: float = 300.0,
+    ) -> None:
+        history_len = _index_arg(history_len, "history_len", 0, MAX_HISTORY_LEN)
+        max_engines = _index_arg(max_engines, "max_engines", 1, MAX_ENGINES_LIMIT)
         stale_after_s = float(stale_after_s)
-        if history_len < 0:
-            raise KernelError(f"history_len must be >= 0, got {history_len}")
-        if history_len > MAX_HISTORY_LEN:
-            raise KernelError(f"history_len must be <= {MAX_HISTORY_LEN}, got {history_len}")
+        expire_after_s = float(expire_after_s)
         if not (math.isfinite(stale_after_s) and stale_after_s > 0.0):
             raise KernelError(f"stale_after_s must be finite and > 0, got {stale_after_s}")
-        if not 1 <= max_engines <= MAX_ENGINES_LIMIT:
-            raise KernelError(f"max_engines must be in 1..={MAX_ENGINES_LIMIT}, got {max_engines}")
+        if math.isnan(expire_after_s) or expire_after_s < stale_after_s:
+            raise KernelError(
+                f"expire_after_s must be >= stale_after_s ({stale_after_s}) or inf, got {expire_after_s}"
+            )
         self._history_len = history_len
         self._stale_after_s = stale_after_s
+        self._expire_after_s = expire_after_s
+        self._next_sweep_s = -math.inf
         self._max_engines = max_engines
         self._engines: dict[tuple[str, int], _Engine] = {}
         self._worker_index: dict[str, int] = {}  # interned worker ids
@@ -182,7 +230,7 @@ class FpmIngestor:
         self._free_indices: list[int] = []  # heap of reusable worker indices
         self._counters = dict.fromkeys(
             ("received", "decoded", "malformed", "wrong_version", "heartbeats", "counter_gaps",
-             "seq_gaps", "out_of_order", "dropped_capacity"),
+             "seq_gaps", "out_of_order", "dropped_capacity", "expired", "evicted"),
             0,
         )
 
@@ -195,6 +243,11 @@ class FpmIngestor:
     def stale_after_s(self) -> float:
         """Seconds of silence after which an engine is stale."""
         return self._stale_after_s
+
+    @property
+    def expire_after_s(self) -> float:
+        """Seconds of silence after which an engine is removed."""
+        return self._expire_after_s
 
     @property
     def max_engines(self) -> int:
@@ -220,9 +273,44 @@ class FpmIngestor:
             del self._worker_index[engine.worker_id]
             heapq.heappush(self._free_indices, index)
 
+    def _remove_where(self, gone: Any) -> int:
+        doomed = [key for key, e in self._engines.items() if gone(e)]
+        for key in doomed:
+            self._release(self._engines.pop(key))
+        return len(doomed)
+
+    def _sweep(self, now_s: float) -> int:
+        self._next_sweep_s = now_s + self._expire_after_s / _SWEEPS_PER_EXPIRY
+        limit = self._expire_after_s
+        n = self._remove_where(lambda e: now_s - e.last_seen_s > limit)
+        self._counters["expired"] += n
+        return n
+
+    def _make_room(self, now_s: float) -> bool:
+        if self._sweep(now_s) > 0:
+            return True
+        stale = [
+            (e.last_seen_s, pos, key)
+            for pos, (key, e) in enumerate(self._engines.items())
+            if now_s - e.last_seen_s > self._stale_after_s
+        ]
+        if not stale:
+            return False
+        k = min(max(1, self._max_engines // _EVICT_BATCH_DIVISOR), len(stale))
+        for _, _, key in sorted(stale)[:k]:
+            self._release(self._engines.pop(key))
+        self._counters["evicted"] += k
+        return True
+
+    def expire(self, now_s: float) -> int:
+        """Remove engines silent for more than ``expire_after_s`` at ``now_s``; returns how many."""
+        return self._sweep(_now(now_s))
+
     def _ingest_one(self, payload: bytes, now_s: float, seq: int | None) -> bool:
         c = self._counters
         c["received"] += 1
+        if now_s >= self._next_sweep_s:
+            self._sweep(now_s)
         try:
             rec = decode_fpm(payload)
         except FpmDecodeError as e:
@@ -232,7 +320,7 @@ class FpmIngestor:
         key = (rec["worker_id"], rec["dp_rank"])
         engine = self._engines.get(key)
         if engine is None:
-            if len(self._engines) >= self._max_engines:
+            if len(self._engines) >= self._max_engines and not self._make_room(now_s):
                 c["dropped_capacity"] += 1
                 return False
             engine = self._engines[key] = _Engine(key[0], self._acquire(key[0]), key[1], self._history_len)
@@ -272,9 +360,20 @@ class FpmIngestor:
             for i in range(len(offs) - 1)
         )
 
-    def snapshot(self, now_s: float, *, with_ids: bool = True) -> dict[str, np.ndarray]:
+    def snapshot(
+        self, now_s: float, *, with_ids: bool = True, columns: Sequence[str] | None = None
+    ) -> dict[str, np.ndarray]:
         """Struct of arrays, one row per known engine in registration order (see the stub);
-        ``with_ids=False`` leaves out ``worker_id`` (use ``worker_index``)."""
+        ``with_ids=False`` leaves out ``worker_id`` (use ``worker_index``); ``columns`` keeps
+        only those, in that order."""
+        if columns is not None:
+            full = self.snapshot(now_s, with_ids=False)
+            for name in columns:
+                if name not in full:
+                    raise KernelError(
+                        f"columns: unknown snapshot column {name!r} (worker_id needs with_ids and no columns)"
+                    )
+            return {name: full[name] for name in columns}
         now = _now(now_s)
         engines = list(self._engines.values())
         n = len(engines)
@@ -287,7 +386,7 @@ class FpmIngestor:
         out["worker_index"] = np.array([e.worker_index for e in engines], dtype=np.int64)
         out["dp_rank"] = np.array([e.dp_rank for e in engines], dtype=np.int64)
         for j, (name, is_count) in enumerate(_COLUMNS[:2]):
-            out[name] = np.array([e.latest[j] for e in engines], dtype=np.int64 if is_count else np.float64)
+            out[name] = np.array([e.latest[j] for e in engines], dtype=_dtype(is_count))
         out["last_seen_s"] = np.array([e.last_seen_s for e in engines], dtype=np.float64)
         out["stale"] = stale
         out["active"] = ~stale
@@ -296,18 +395,18 @@ class FpmIngestor:
         out["gaps"] = np.array([_clamp(_sat(e.counter_gaps + e.seq_gaps)) for e in engines], dtype=np.int64)
         out["out_of_order"] = np.array([_clamp(e.out_of_order) for e in engines], dtype=np.int64)
         for j, (name, is_count) in enumerate(_COLUMNS[2:], start=2):
-            out[name] = np.array([e.latest[j] for e in engines], dtype=np.int64 if is_count else np.float64)
+            out[name] = np.array([e.latest[j] for e in engines], dtype=_dtype(is_count))
         return out
 
     def history(self, worker_id: str, dp_rank: int) -> dict[str, np.ndarray]:
         """Stored forward passes of one engine, oldest first (KeyError when unknown)."""
-        engine = self._engines.get((worker_id, dp_rank))
+        engine = self._engines.get(_engine_key(worker_id, dp_rank))
         if engine is None:
             raise KeyError(f"unknown engine (worker_id={worker_id!r}, dp_rank={dp_rank})")
         entries = list(engine.history)
         out = {"received_s": np.array([t for t, _ in entries], dtype=np.float64)}
         for j, (name, is_count) in enumerate(_COLUMNS):
-            out[name] = np.array([s[j] for _, s in entries], dtype=np.int64 if is_count else np.float64)
+            out[name] = np.array([s[j] for _, s in entries], dtype=_dtype(is_count))
         return out
 
     def counters(self) -> dict[str, int]:
@@ -315,18 +414,60 @@ class FpmIngestor:
         c = self._counters
         out = {name: _clamp(c[name]) for name in ("received", "decoded", "malformed", "wrong_version", "heartbeats")}
         out["gaps"] = _clamp(_sat(c["counter_gaps"] + c["seq_gaps"]))
-        for name in ("counter_gaps", "seq_gaps", "out_of_order", "dropped_capacity"):
+        for name in ("counter_gaps", "seq_gaps", "out_of_order", "dropped_capacity", "expired", "evicted"):
             out[name] = _clamp(c[name])
         out["engines"] = len(self._engines)
         return out
 
     def remove(self, worker_id: str, dp_rank: int) -> bool:
         """Forget an engine; returns whether it was known."""
-        engine = self._engines.pop((worker_id, dp_rank), None)
+        engine = self._engines.pop(_engine_key(worker_id, dp_rank), None)
         if engine is None:
             return False
         self._release(engine)
         return True
+
+    def feed_regression(
+        self, regression: Any, now_s: float, since_s: float, workers: Any, features: str, fallback: Any = None
+    ) -> int:
+        """Feed the latest forward pass of every engine active at ``now_s``, seen after
+        ``since_s``, not a heartbeat, whose ``worker_index`` is set in the bool mask
+        ``workers``, into ``regression`` in registration order (``t = last_seen_s``, ``y =
+        wall_time``, ``x`` per ``features``: "prefill", "decode", "agg" or "decode_kv"), and into
+        the one-feature ``fallback`` (decode KV tokens) when given; returns the count."""
+        now = _now(now_s)
+        if features not in _FEATURES:
+            raise KernelError(f'features must be "prefill", "decode", "agg" or "decode_kv", got {features!r}')
+        cols = _FEATURES[features]
+        if regression.n_features != len(cols):
+            raise KernelError(
+                f"regression: features {features!r} need a regression of {len(cols)} features, "
+                f"got {regression.n_features}"
+            )
+        if fallback is not None and fallback.n_features != 1:
+            raise KernelError(
+                f"fallback: features 'decode_kv' need a regression of 1 features, got {fallback.n_features}"
+            )
+        try:
+            mask = np.ascontiguousarray(workers, dtype=np.bool_)
+        except (TypeError, ValueError) as e:
+            raise KernelError(f"workers must be a bool array: {e}") from None
+        if mask.ndim != 1:
+            raise KernelError("workers must be a 1-D bool array")
+        picked = [
+            e for e in self._engines.values()
+            if e.last_seen_s > since_s and e.latest[1] > 0.0 and now - e.last_seen_s <= self._stale_after_s
+            and e.worker_index < mask.shape[0] and mask[e.worker_index]
+        ]
+        if picked:
+            t = np.array([e.last_seen_s for e in picked], dtype=np.float64)
+            x = np.array([[e.latest[j] for j in cols] for e in picked], dtype=np.float64)
+            y = np.array([e.latest[1] for e in picked], dtype=np.float64)
+            regression.add_many(t, x, y)
+            if fallback is not None:
+                kv = _FEATURES["decode_kv"][0]
+                fallback.add_many(t, np.array([e.latest[kv] for e in picked], dtype=np.float64), y)
+        return len(picked)
 
     def memory_bytes(self) -> int:
         """Approximate bytes held by the table (Python object sizes; not comparable to native)."""

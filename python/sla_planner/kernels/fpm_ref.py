@@ -45,6 +45,7 @@ MAX_WORKER_ID_BYTES = 256
 MAX_MAP_ENTRIES = 64
 MAX_DEPTH = 16
 _I64_MAX = 2**63 - 1
+_U64_MAX = 2**64 - 1  # counter_id is unsigned 64-bit on the wire
 
 ROOT_KEYS: tuple[str, ...] = (
     "version",
@@ -92,10 +93,7 @@ class _Map(list):  # type: ignore[type-arg]
 
 def fpm_error(kind: str, field: str | None, message: str) -> FpmDecodeError:
     """An FpmDecodeError carrying ``kind`` and ``field`` like the native one."""
-    err = FpmDecodeError(message)
-    err.kind = kind  # type: ignore[attr-defined]
-    err.field = field  # type: ignore[attr-defined]
-    return err
+    return FpmDecodeError(message, kind=kind, field=field)
 
 
 def _wrong_type(field: str, expected: str) -> FpmDecodeError:
@@ -132,13 +130,18 @@ def _check_depth(value: Any, level: int) -> None:
                 _check_depth(v, level + 1)
 
 
+def _out_of_range(field: str) -> FpmDecodeError:
+    width = "an unsigned" if field == "counter_id" else "a signed"
+    return fpm_error("out_of_range", field, f"FPM field {field} does not fit {width} 64-bit integer")
+
+
 def _wire_count(value: Any, field: str) -> int:
     if type(value) is not int:
         raise _wrong_type(field, "int")
     if value < 0:
         raise fpm_error("negative", field, f"FPM field {field} must be >= 0")
-    if value > _I64_MAX:
-        raise fpm_error("out_of_range", field, f"FPM field {field} does not fit a signed 64-bit integer")
+    if value > (_U64_MAX if field == "counter_id" else _I64_MAX):
+        raise _out_of_range(field)
     return value
 
 
@@ -246,8 +249,8 @@ def _record_int(record: dict[Any, Any], name: str, path: str) -> int:
         raise _wrong_type(path, "int")
     if value < 0:
         raise fpm_error("negative", path, f"FPM field {path} must be >= 0")
-    if value > _I64_MAX:
-        raise fpm_error("out_of_range", path, f"FPM field {path} does not fit a signed 64-bit integer")
+    if value > (_U64_MAX if path == "counter_id" else _I64_MAX):
+        raise _out_of_range(path)
     return int(value)
 
 

@@ -36,6 +36,7 @@ from .. import kernels
 from ..errors import ConfigError, FpmDecodeError, KernelError
 from ..kernels.fpm_ref import MAX_PAYLOAD_BYTES
 from .discovery import Discovery, EngineEndpoint, Role
+from .fpm_receive_native import NATIVE_COUNTERS, native_receiver_for
 
 __all__ = ["FpmSubscriber", "UNKNOWN_ROLE", "SEQ_BYTES"]
 
@@ -73,7 +74,9 @@ class FpmSubscriber:
     drained from one socket per ingest call; payloads over ``max_payload_bytes`` are counted
     (``oversized``) and dropped; ``rcv_hwm`` is the ZMQ receive high-water mark. (ZMQ's own
     message size limit is not set: libzmq drops a connection that breaks it and does not
-    reconnect, which would silence an endpoint for good.)
+    reconnect, which would silence an endpoint for good.) ``native``: read the sockets with the
+    native receive loop (``True``: required, ``False``: the pyzmq loop, ``None``: native when it
+    can be used; see :mod:`~sla_planner.signals.fpm_receive_native`).
     """
 
     def __init__(
@@ -87,6 +90,7 @@ class FpmSubscriber:
         max_batch: int = 1024,
         max_payload_bytes: int = MAX_PAYLOAD_BYTES,
         rcv_hwm: int = 10_000,
+        native: bool | None = None,
     ) -> None:
         if not callable(getattr(discovery, "poll", None)):
             raise ConfigError(f"discovery must have a poll() method, got {type(discovery).__name__}")
@@ -115,6 +119,8 @@ class FpmSubscriber:
         self._refreshes_started = 0  # refreshes the thread began (guarded by _refresh_cond)
         self._refreshes_done = 0  # number of the last refresh it finished
         self._context: zmq.Context[Any] | None = None
+        self._native_preference = native
+        self._receiver: Any | None = None  # FpmReceiver while the native path runs
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -128,6 +134,9 @@ class FpmSubscriber:
             return self
         self._stop.clear()
         self._ready.clear()
+        self._receiver = native_receiver_for(
+            self._ingestor, self._clock, self._max_payload_bytes, self._native_preference
+        )
         self._context = zmq.Context()
         self._thread = threading.Thread(target=self._run, args=(self._context,), name="fpm-subscriber", daemon=True)
         self._thread.start()
@@ -147,6 +156,11 @@ class FpmSubscriber:
             return
         if context is not None:
             context.term()
+
+    @property
+    def native(self) -> bool:
+        """Whether the native receive loop (``_native.FpmReceiver``) reads the sockets."""
+        return self._receiver is not None
 
     def __enter__(self) -> FpmSubscriber:
         return self.start()
@@ -213,6 +227,7 @@ class FpmSubscriber:
     # ------------------------------------------------------------------ reading
     def roles(self) -> dict[EngineKey, Role]:
         """Role of every engine seen on a current endpoint."""
+        self._sync_native()
         with self._lock:
             return {key: self._desired[ep].role for key, ep in self._endpoint_of.items() if ep in self._desired}
 
@@ -237,6 +252,7 @@ class FpmSubscriber:
         """The ingestor's snapshot at ``now_s`` (default: the clock) plus ``role`` and
         ``endpoint`` object columns (``"unknown"`` / ``""`` for engines not mapped)."""
         now = self._clock() if now_s is None else now_s
+        self._sync_native()
         with self._lock:
             snap: dict[str, npt.NDArray[Any]] = self._ingestor.snapshot(now)
             n = len(snap["worker_id"])
@@ -262,13 +278,68 @@ class FpmSubscriber:
         ``received`` (messages off the wire), ``bad_frames``, ``oversized``, ``ingest_errors``,
         ``connect_errors``, ``discovery_errors``, ``loop_errors``, ``endpoints``, ``connected``
         and ``received_by_endpoint`` (endpoint -> messages)."""
+        self._sync_native()
+        receiver = self._receiver
         with self._lock:
             table = dict(self._ingestor.counters())
             out: dict[str, Any] = {"ingested": table.pop("received", 0), **table, **self._counts}
             out["endpoints"] = len(self._desired)
             out["connected"] = len(self._connected)
             out["received_by_endpoint"] = dict(self._received_by_endpoint)
+        if receiver is not None:  # the running native loop's counts on top of earlier runs'
+            native = receiver.counters()
+            for name in (*NATIVE_COUNTERS, "connect_errors"):
+                out[name] += native[name]
+            out["connected"] = len(native["connected"])
+            by = out["received_by_endpoint"]
+            for endpoint, n in native["received_by_endpoint"].items():
+                by[endpoint] = by.get(endpoint, 0) + n
         return out
+
+    def _fold_native(self, receiver: Any) -> None:
+        """Keep a stopping native loop's counts in the subscriber's own."""
+        native = receiver.counters()
+        with self._lock:
+            for name in (*NATIVE_COUNTERS, "connect_errors"):
+                self._counts[name] += native[name]
+            for endpoint, n in native["received_by_endpoint"].items():
+                if endpoint in self._desired:
+                    self._received_by_endpoint[endpoint] = self._received_by_endpoint.get(endpoint, 0) + n
+
+    # ------------------------------------------------------------------ native receive path
+    def _sync_native(self) -> None:
+        """Map the engines the native loop learned to their endpoints (no-op without it)."""
+        receiver = self._receiver
+        if receiver is None:
+            return
+        learned = receiver.take_learned()
+        if not learned:
+            return
+        with self._lock:
+            for endpoint, worker_id, dp_rank in learned:
+                if endpoint not in self._desired:
+                    continue
+                key = (worker_id, dp_rank)
+                self._endpoint_of[key] = endpoint
+                self._engines_of.setdefault(endpoint, set()).add(key)
+
+    def _apply_native(self, receiver: Any, endpoints: list[EngineEndpoint]) -> None:
+        for endpoint in self._apply_table(endpoints):
+            receiver.disconnect(endpoint)
+            log.info("FPM: disconnected from %s", endpoint)
+        connected = set(self._connected)
+        for ep in endpoints:
+            if ep.endpoint in connected:
+                continue
+            try:
+                receiver.connect(ep.endpoint)
+            except KernelError as exc:
+                self._error("connect_errors", f"FPM: cannot connect to {ep.endpoint}: {exc}")
+                continue
+            connected.add(ep.endpoint)
+            log.info("FPM: subscribed to %s (%s, native)", ep.endpoint, ep.role)
+        with self._lock:
+            self._connected = {e for e in connected if e in self._desired}
 
     # ------------------------------------------------------------------ the thread
     def _error(self, counter: str, message: str) -> None:
@@ -294,7 +365,9 @@ class FpmSubscriber:
                             number = self._refreshes_started
                         try:
                             endpoints = self._poll_discovery()
-                            if endpoints is not None:
+                            if endpoints is not None and self._receiver is not None:
+                                self._apply_native(self._receiver, endpoints)
+                            elif endpoints is not None:
                                 self._apply_sockets(context, endpoints, sockets, by_socket, poller)
                         finally:
                             next_refresh = time.monotonic() + self._refresh_interval_s
@@ -302,6 +375,10 @@ class FpmSubscriber:
                                 self._refreshes_done = number
                                 self._refresh_cond.notify_all()
                         self._ready.set()
+                    if self._receiver is not None:  # the native loop reads; map what it learned
+                        self._stop.wait(self._poll_ms / 1000.0)
+                        self._sync_native()
+                        continue
                     events = poller.poll(self._poll_ms) if sockets else None
                     if not events:
                         if not sockets:
@@ -317,9 +394,21 @@ class FpmSubscriber:
         finally:
             for sock in sockets.values():
                 sock.close(linger=0)
+            receiver, self._receiver = self._receiver, None
+            if receiver is not None:
+                receiver.stop()
+                self._sync_native_from(receiver)
+                self._fold_native(receiver)
             with self._lock:
                 self._connected.clear()
             self._ready.set()
+
+    def _sync_native_from(self, receiver: Any) -> None:
+        self._receiver = receiver
+        try:
+            self._sync_native()
+        finally:
+            self._receiver = None
 
     def _apply_sockets(
         self,

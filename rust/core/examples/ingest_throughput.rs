@@ -19,7 +19,7 @@ fn main() {
                 worker_id: &names[e / 8],
                 sample: FpmSample {
                     dp_rank: (e % 8) as i64,
-                    counter_id: (i / ENGINES + 1) as i64,
+                    counter_id: (i / ENGINES + 1) as u64,
                     wall_time: 0.0123,
                     scheduled: ScheduledRequests {
                         counts: [1, 512, 70_000, 48, 96_000],
@@ -45,7 +45,7 @@ fn main() {
     let mut best_decode = f64::INFINITY;
     let mut best_general = f64::INFINITY;
     let mut best_ingest = f64::INFINITY;
-    let mut table = EngineTable::new(10, 30.0, 4096).expect("valid");
+    let mut table = EngineTable::new(10, 30.0, 4096, f64::INFINITY).expect("valid");
     for _ in 0..50 {
         let start = Instant::now();
         let mut ok = 0usize;

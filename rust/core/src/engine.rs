@@ -83,7 +83,8 @@ pub struct EngineCounters {
     pub counter_gaps: u64,
     /// Messages missing between consecutive transport sequence numbers.
     pub seq_gaps: u64,
-    /// Messages whose `counter_id` or sequence did not advance (reorder, duplicate, restart).
+    /// Messages whose `counter_id` or sequence did not advance (reorder, duplicate, restart; a
+    /// `counter_id` that wraps past 2**64 - 1 back to a small value is a restart, not a gap).
     pub out_of_order: u64,
 }
 
@@ -116,7 +117,7 @@ pub struct Engine {
     /// Counters for this engine.
     pub counters: EngineCounters,
     history: HistoryRing,
-    last_counter_id: Option<i64>,
+    last_counter_id: Option<u64>,
     last_seq: Option<u64>,
 }
 
@@ -161,7 +162,7 @@ impl Engine {
             let c = sample.counter_id;
             if let Some(last) = self.last_counter_id {
                 if c > last {
-                    effect.counter_gap = (c - last - 1) as u64;
+                    effect.counter_gap = c - last - 1;
                 } else {
                     effect.out_of_order = true;
                 }

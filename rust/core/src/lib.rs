@@ -2,16 +2,22 @@
 //!
 //! - [`fpm`]: ForwardPassMetrics msgpack codec (strict, allocation-light, never panics);
 //! - [`table`]: the engine table fed by FPM messages (latest sample, bounded history, counters);
-//! - [`regression`]: time-bucketed sliding-window least squares for iteration-time models.
+//! - [`regression`]: time-bucketed sliding-window least squares for iteration-time models;
+//! - [`zmtp`], [`receiver`]: the FPM receive loop (ZMTP SUB connections into the table);
+//!   [`publisher`]: a loopback load generator for it.
 //!
 //! Everything here is plain Rust so it can be tested with `cargo test` and reused outside the
-//! Python binding crate (`rust/py`). Nothing reads a clock: callers pass `now_s`.
+//! Python binding crate (`rust/py`). Nothing reads a clock (callers pass `now_s`) except the
+//! receive loop, which stamps messages with the wall clock as they arrive.
 
 pub mod engine;
 pub mod fpm;
 mod hash;
+pub mod publisher;
+pub mod receiver;
 pub mod regression;
 pub mod table;
+pub mod zmtp;
 
 use std::fmt;
 

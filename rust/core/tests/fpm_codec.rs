@@ -26,7 +26,7 @@ fn round_trip_integer_width_boundaries() {
         4_294_967_296,
         i64::MAX,
     ] {
-        let mut rec = record("w", v, v, 1.0);
+        let mut rec = record("w", v, v as u64, 1.0);
         rec.sample.scheduled.counts[1] = v;
         let bytes = fpm::encode(&rec);
         assert_eq!(fpm::decode(&bytes), Ok(rec), "value {v}");
@@ -242,13 +242,22 @@ fn strictness_table() {
             },
         },
         Case {
-            name: "u64 beyond i64",
+            name: "u64 beyond i64 in a count",
+            payload: replace(
+                &good,
+                &[&key("dp_rank")[..], &[0x00]].concat(),
+                &[&key("dp_rank")[..], &[0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0]].concat(),
+            ),
+            want: FpmError::OutOfRange { field: "dp_rank" },
+        },
+        Case {
+            name: "negative counter_id",
             payload: replace(
                 &good,
                 &[&key("counter_id")[..], &[0x05]].concat(),
-                &[&key("counter_id")[..], &[0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0]].concat(),
+                &[&key("counter_id")[..], &[0xd3, 0xff, 0, 0, 0, 0, 0, 0, 0]].concat(),
             ),
-            want: FpmError::OutOfRange {
+            want: FpmError::Negative {
                 field: "counter_id",
             },
         },
@@ -412,4 +421,19 @@ fn random_garbage_and_mutations_never_panic() {
         }
         let _ = fpm::decode(&m);
     }
+}
+
+#[test]
+fn a_bad_version_is_reported_only_for_well_formed_msgpack() {
+    let good = payload_with(&[0x02], &[]);
+    assert_eq!(fpm::decode(&good), Err(FpmError::BadVersion(2)));
+    let mut broken = good.clone();
+    broken.truncate(good.len() - 1);
+    assert_eq!(fpm::decode(&broken), Err(FpmError::Truncated));
+    let mut longer = good;
+    longer.push(0xc0);
+    assert_eq!(
+        fpm::decode(&longer),
+        Err(FpmError::TrailingBytes { count: 1 })
+    );
 }

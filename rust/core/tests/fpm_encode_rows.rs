@@ -68,7 +68,7 @@ fn rows_equal_one_by_one_and_decode_back() {
         let rec = decode(part).expect("decodes");
         assert_eq!(rec.worker_id, b.ids[i]);
         assert_eq!(encode(&rec), part);
-        assert_eq!(rec.sample.counter_id, b.counter_id[i]);
+        assert_eq!(rec.sample.counter_id, b.counter_id[i] as u64);
         assert_eq!(rec.sample.scheduled.counts[4], 1_000_000_000_000);
         assert_eq!(rec.sample.queued.counts[3], 40_000_000_000);
     }
@@ -282,7 +282,7 @@ fn encoded_len_matches_the_encoder_at_every_width_boundary() {
         for &v in &ints {
             let mut sample = FpmSample {
                 dp_rank: v,
-                counter_id: v,
+                counter_id: v as u64,
                 wall_time: 0.5,
                 ..FpmSample::default()
             };

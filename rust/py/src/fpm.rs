@@ -3,7 +3,8 @@
 
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString};
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString};
 use sla_planner_core::fpm::{
     self, FieldKind, FieldSpec, FpmColumns, FpmError, FpmRef, FpmSample, RequestStats, RowColumn,
     RowError, RowRule, MAX_WORKER_ID_BYTES, QUEUED_COLUMNS, QUEUED_FIELDS, SCHEDULED_COLUMNS,
@@ -11,7 +12,7 @@ use sla_planner_core::fpm::{
 };
 use sla_planner_core::FPM_SCHEMA_VERSION;
 
-use crate::errors::{argument, lift, NativeError, NativeResult};
+use crate::errors::{argument, is_int, type_name, NativeError, NativeResult};
 
 const ROOT_KEYS: [&str; 7] = [
     "version",
@@ -23,20 +24,70 @@ const ROOT_KEYS: [&str; 7] = [
     "queued_requests",
 ];
 
+/// Dict templates of the decoded record: every key interned once, values None. A decode copies
+/// them (`PyDict_Copy` keeps the key table and the cached hashes) and overwrites the values, so
+/// no key string is built or hashed per call.
+struct Templates {
+    root: Py<PyDict>,
+    scheduled: Py<PyDict>,
+    queued: Py<PyDict>,
+    root_keys: Vec<Py<PyString>>,
+    scheduled_keys: Vec<Py<PyString>>,
+    queued_keys: Vec<Py<PyString>>,
+    version: Py<PyAny>,
+}
+
+static TEMPLATES: PyOnceLock<Templates> = PyOnceLock::new();
+
+fn template(py: Python<'_>, names: &[&str]) -> PyResult<(Py<PyDict>, Vec<Py<PyString>>)> {
+    let keys: Vec<Py<PyString>> = names
+        .iter()
+        .map(|n| PyString::intern(py, n).unbind())
+        .collect();
+    let d = PyDict::new(py);
+    for k in &keys {
+        d.set_item(k.bind(py), py.None())?;
+    }
+    Ok((d.unbind(), keys))
+}
+
+impl Templates {
+    fn get(py: Python<'_>) -> PyResult<&Templates> {
+        TEMPLATES.get_or_try_init(py, || {
+            let (root, root_keys) = template(py, &ROOT_KEYS)?;
+            let names = |specs: &[FieldSpec]| specs.iter().map(|f| f.name).collect::<Vec<_>>();
+            let (scheduled, scheduled_keys) = template(py, &names(&SCHEDULED_FIELDS))?;
+            let (queued, queued_keys) = template(py, &names(&QUEUED_FIELDS))?;
+            Ok(Templates {
+                root,
+                scheduled,
+                queued,
+                root_keys,
+                scheduled_keys,
+                queued_keys,
+                version: FPM_SCHEMA_VERSION.into_pyobject(py)?.into_any().unbind(),
+            })
+        })
+    }
+}
+
 fn stats_dict<'py, const NC: usize, const NV: usize>(
     py: Python<'py>,
+    template: &Py<PyDict>,
+    keys: &[Py<PyString>],
     specs: &[FieldSpec],
     stats: &RequestStats<NC, NV>,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let d = PyDict::new(py);
-    for spec in specs {
+    let d = template.bind(py).copy()?;
+    for (spec, key) in specs.iter().zip(keys) {
+        let key = key.bind(py);
         match spec.kind {
             FieldKind::Count => {
-                d.set_item(spec.name, stats.counts.get(spec.slot).copied().unwrap_or(0))?
+                d.set_item(key, stats.counts.get(spec.slot).copied().unwrap_or(0))?
             }
             FieldKind::Variance => d.set_item(
-                spec.name,
-                stats.variances.get(spec.slot).copied().unwrap_or(0.0),
+                key,
+                PyFloat::new(py, stats.variances.get(spec.slot).copied().unwrap_or(0.0)),
             )?,
         }
     }
@@ -45,21 +96,25 @@ fn stats_dict<'py, const NC: usize, const NV: usize>(
 
 /// A decoded record as the nested dict of the schema.
 pub fn record_dict<'py>(py: Python<'py>, rec: &FpmRef<'_>) -> PyResult<Bound<'py, PyDict>> {
+    let t = Templates::get(py)?;
     let s = &rec.sample;
-    let d = PyDict::new(py);
-    d.set_item("version", FPM_SCHEMA_VERSION)?;
-    d.set_item("worker_id", rec.worker_id)?;
-    d.set_item("dp_rank", s.dp_rank)?;
-    d.set_item("counter_id", s.counter_id)?;
-    d.set_item("wall_time", s.wall_time)?;
-    d.set_item(
-        "scheduled_requests",
-        stats_dict(py, &SCHEDULED_FIELDS, &s.scheduled)?,
+    let d = t.root.bind(py).copy()?;
+    let k = |i: usize| t.root_keys[i].bind(py);
+    d.set_item(k(0), t.version.bind(py))?;
+    d.set_item(k(1), PyString::new(py, rec.worker_id))?;
+    d.set_item(k(2), s.dp_rank)?;
+    d.set_item(k(3), s.counter_id)?;
+    d.set_item(k(4), PyFloat::new(py, s.wall_time))?;
+    let sched = stats_dict(
+        py,
+        &t.scheduled,
+        &t.scheduled_keys,
+        &SCHEDULED_FIELDS,
+        &s.scheduled,
     )?;
-    d.set_item(
-        "queued_requests",
-        stats_dict(py, &QUEUED_FIELDS, &s.queued)?,
-    )?;
+    d.set_item(k(5), sched)?;
+    let queued = stats_dict(py, &t.queued, &t.queued_keys, &QUEUED_FIELDS, &s.queued)?;
+    d.set_item(k(6), queued)?;
     Ok(d)
 }
 
@@ -69,17 +124,6 @@ fn record_error(kind: &'static str, field: &str, message: String) -> NativeError
         field: field.to_string(),
         message,
     }
-}
-
-fn type_name(v: &Bound<'_, PyAny>) -> String {
-    v.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".to_string())
-}
-
-fn is_int(v: &Bound<'_, PyAny>) -> bool {
-    v.is_instance_of::<PyInt>() && !v.is_instance_of::<PyBool>()
 }
 
 fn get_int(v: &Bound<'_, PyAny>, field: &'static str) -> NativeResult<i64> {
@@ -100,6 +144,22 @@ fn get_int(v: &Bound<'_, PyAny>, field: &'static str) -> NativeResult<i64> {
                 Err(FpmError::OutOfRange { field }.into())
             }
         }
+    }
+}
+
+/// A non-negative int in the full u64 range (`counter_id`).
+fn get_u64(v: &Bound<'_, PyAny>, field: &'static str) -> NativeResult<u64> {
+    if !is_int(v) {
+        return Err(FpmError::WrongType {
+            field,
+            expected: "int",
+        }
+        .into());
+    }
+    match v.extract::<u64>() {
+        Ok(x) => Ok(x),
+        Err(_) if v.lt(0).unwrap_or(false) => Err(FpmError::Negative { field }.into()),
+        Err(_) => Err(FpmError::OutOfRange { field }.into()),
     }
 }
 
@@ -224,7 +284,7 @@ fn encode_dict(obj: &Bound<'_, PyAny>) -> NativeResult<Vec<u8>> {
     }
     let sample = FpmSample {
         dp_rank: get_int(&required(d, "dp_rank", "dp_rank")?, "dp_rank")?,
-        counter_id: get_int(&required(d, "counter_id", "counter_id")?, "counter_id")?,
+        counter_id: get_u64(&required(d, "counter_id", "counter_id")?, "counter_id")?,
         wall_time: get_float(&required(d, "wall_time", "wall_time")?, "wall_time")?,
         scheduled: stats_from(
             &required(d, "scheduled_requests", "scheduled_requests")?,
@@ -247,8 +307,8 @@ fn encode_dict(obj: &Bound<'_, PyAny>) -> NativeResult<Vec<u8>> {
 pub fn encode_fpm<'py>(
     py: Python<'py>,
     record: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let bytes = lift(py, encode_dict(record))?;
+) -> NativeResult<Bound<'py, PyBytes>> {
+    let bytes = encode_dict(record)?;
     Ok(PyBytes::new(py, &bytes))
 }
 
@@ -257,26 +317,15 @@ pub fn encode_fpm<'py>(
 pub fn decode_fpm<'py>(
     py: Python<'py>,
     payload: &Bound<'py, PyAny>,
-) -> PyResult<Bound<'py, PyDict>> {
-    let bytes = payload.cast::<PyBytes>().map_err(|_| {
-        crate::errors::to_pyerr(
-            py,
-            argument(format!("payload must be bytes, got {}", type_name(payload))),
-        )
-    })?;
-    let rec = lift(py, fpm::decode(bytes.as_bytes()).map_err(NativeError::from))?;
-    record_dict(py, &rec)
+) -> NativeResult<Bound<'py, PyDict>> {
+    let bytes = payload
+        .cast::<PyBytes>()
+        .map_err(|_| argument(format!("payload must be bytes, got {}", type_name(payload))))?;
+    let rec = fpm::decode(bytes.as_bytes())?;
+    Ok(record_dict(py, &rec)?)
 }
 
 // ------------------------------------------------------------------------------ batch encoding
-
-fn row_record_error(e: RowError) -> NativeError {
-    NativeError::FpmRecord {
-        kind: e.kind(),
-        field: e.field().to_string(),
-        message: e.to_string(),
-    }
-}
 
 /// The worker ids of a batch, held so their UTF-8 views stay valid while the GIL is released.
 fn worker_id_strings<'py>(obj: &Bound<'py, PyAny>) -> NativeResult<Vec<Bound<'py, PyString>>> {
@@ -308,11 +357,12 @@ fn worker_id_strings<'py>(obj: &Bound<'py, PyAny>) -> NativeResult<Vec<Bound<'py
             })?
             .len();
         if len > MAX_WORKER_ID_BYTES {
-            return Err(row_record_error(RowError {
+            return Err(RowError {
                 row,
                 column: RowColumn::WorkerId,
                 rule: RowRule::TooLong(len),
-            }));
+            }
+            .into());
         }
         out.push(s);
         Ok(())
@@ -348,12 +398,11 @@ fn column_array<'py, T: numpy::Element>(
     obj: &Bound<'py, PyAny>,
     name: &str,
     dtype: &str,
-) -> PyResult<NativeResult<Column<'py, T>>> {
+) -> NativeResult<Column<'py, T>> {
     let np = py.import("numpy")?;
-    let arr = match np.call_method1("asarray", (obj,)) {
-        Ok(a) => a,
-        Err(e) => return Ok(Err(argument(format!("{name} must be array-like: {e}")))),
-    };
+    let arr = np
+        .call_method1("asarray", (obj,))
+        .map_err(|e| argument(format!("{name} must be array-like: {e}")))?;
     let dt = arr.getattr("dtype")?;
     let kind: String = dt.getattr("kind")?.extract()?;
     let size: usize = arr.getattr("size")?.extract()?;
@@ -372,16 +421,15 @@ fn column_array<'py, T: numpy::Element>(
         } else {
             "a real numeric array"
         };
-        return Ok(Err(argument(format!(
-            "{name} must be {rule}, got dtype {dt}"
-        ))));
+        return Err(argument(format!("{name} must be {rule}, got dtype {dt}")));
     }
     let arr = np.call_method1("ascontiguousarray", (arr, dtype))?;
     let shape: Vec<usize> = arr.getattr("shape")?.extract()?;
     let flat = arr
         .call_method1("reshape", (-1,))?
-        .cast_into::<PyArray1<T>>()?;
-    Ok(Ok((flat, shape)))
+        .cast_into::<PyArray1<T>>()
+        .map_err(PyErr::from)?;
+    Ok((flat, shape))
 }
 
 fn shape_text(shape: &[usize]) -> String {
@@ -422,34 +470,19 @@ pub fn encode_fpm_rows<'py>(
     wall_time: &Bound<'py, PyAny>,
     scheduled: &Bound<'py, PyAny>,
     queued: &Bound<'py, PyAny>,
-) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyArray1<u64>>)> {
-    let ids = lift(py, worker_id_strings(worker_ids))?;
+) -> NativeResult<(Bound<'py, PyBytes>, Bound<'py, PyArray1<u64>>)> {
+    let ids = worker_id_strings(worker_ids)?;
     let n = ids.len();
-    let (dp, dp_shape) = lift(py, column_array::<i64>(py, dp_rank, "dp_rank", "int64")?)?;
-    let (ctr, ctr_shape) = lift(
-        py,
-        column_array::<i64>(py, counter_id, "counter_id", "int64")?,
-    )?;
-    let (wall, wall_shape) = lift(
-        py,
-        column_array::<f64>(py, wall_time, "wall_time", "float64")?,
-    )?;
-    let (sched, sched_shape) = lift(
-        py,
-        column_array::<f64>(py, scheduled, "scheduled", "float64")?,
-    )?;
-    let (queue, queue_shape) = lift(py, column_array::<f64>(py, queued, "queued", "float64")?)?;
-    lift(py, check_shape("dp_rank", &dp_shape, &[n]))?;
-    lift(py, check_shape("counter_id", &ctr_shape, &[n]))?;
-    lift(py, check_shape("wall_time", &wall_shape, &[n]))?;
-    lift(
-        py,
-        check_shape("scheduled", &sched_shape, &[n, SCHEDULED_COLUMNS]),
-    )?;
-    lift(
-        py,
-        check_shape("queued", &queue_shape, &[n, QUEUED_COLUMNS]),
-    )?;
+    let (dp, dp_shape) = column_array::<i64>(py, dp_rank, "dp_rank", "int64")?;
+    let (ctr, ctr_shape) = column_array::<i64>(py, counter_id, "counter_id", "int64")?;
+    let (wall, wall_shape) = column_array::<f64>(py, wall_time, "wall_time", "float64")?;
+    let (sched, sched_shape) = column_array::<f64>(py, scheduled, "scheduled", "float64")?;
+    let (queue, queue_shape) = column_array::<f64>(py, queued, "queued", "float64")?;
+    check_shape("dp_rank", &dp_shape, &[n])?;
+    check_shape("counter_id", &ctr_shape, &[n])?;
+    check_shape("wall_time", &wall_shape, &[n])?;
+    check_shape("scheduled", &sched_shape, &[n, SCHEDULED_COLUMNS])?;
+    check_shape("queued", &queue_shape, &[n, QUEUED_COLUMNS])?;
     let mut strs: Vec<&str> = Vec::with_capacity(n);
     for s in &ids {
         // checked in worker_id_strings; the error path is unreachable but stays an error
@@ -462,27 +495,20 @@ pub fn encode_fpm_rows<'py>(
         sched.readonly(),
         queue.readonly(),
     );
-    let to_err =
-        |e: numpy::NotContiguousError| crate::errors::to_pyerr(py, argument(e.to_string()));
-    let cols = lift(
-        py,
-        FpmColumns::new(
-            &strs,
-            dp.as_slice().map_err(to_err)?,
-            ctr.as_slice().map_err(to_err)?,
-            wall.as_slice().map_err(to_err)?,
-            sched.as_slice().map_err(to_err)?,
-            queue.as_slice().map_err(to_err)?,
-        )
-        .map_err(NativeError::from),
+    let cols = FpmColumns::new(
+        &strs,
+        dp.as_slice()?,
+        ctr.as_slice()?,
+        wall.as_slice()?,
+        sched.as_slice()?,
+        queue.as_slice()?,
     )?;
     // validate and size first, then encode straight into the bytes object (one output buffer)
-    let planned = py.detach(|| fpm::plan_rows(&cols));
-    let offsets = lift(py, planned.map_err(row_record_error))?;
+    let offsets = py.detach(|| fpm::plan_rows(&cols))?;
     let total = offsets.last().map_or(0, |&e| e as usize);
     let bytes = PyBytes::new_with(py, total, |buf| {
         let written = py.detach(|| fpm::write_rows(&cols, &offsets, buf));
-        lift(py, written.map_err(NativeError::from))
+        written.map_err(|e| PyErr::from(NativeError::from(e)))
     })?;
     Ok((bytes, PyArray1::from_vec(py, offsets)))
 }

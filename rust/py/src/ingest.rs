@@ -1,13 +1,17 @@
 //! `FpmIngestor`: the engine table behind a batch API (GIL released while decoding).
 
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use numpy::{PyArray1, PyArrayMethods};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PySlice};
+use pyo3::types::{PyBytes, PyDict, PyList, PySlice, PyString};
 use sla_planner_core::engine::HistoryEntry;
 use sla_planner_core::fpm::{FieldKind, QUEUED_FIELDS, SCHEDULED_FIELDS};
-use sla_planner_core::table::{Column, EngineTable};
+use sla_planner_core::table::{
+    Column, ColumnData, EngineTable, SnapshotColumn, MAX_ENGINES_LIMIT, MAX_HISTORY_LEN,
+};
 
-use crate::errors::{argument, lift, NativeResult};
+use crate::errors::{argument, int_in, is_int, type_name, NativeError, NativeResult};
 
 fn check_now(now_s: f64) -> NativeResult<()> {
     if now_s.is_finite() {
@@ -15,13 +19,6 @@ fn check_now(now_s: f64) -> NativeResult<()> {
     } else {
         Err(argument(format!("now_s must be finite, got {now_s}")))
     }
-}
-
-fn type_name(v: &Bound<'_, PyAny>) -> String {
-    v.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".to_string())
 }
 
 /// Transport sequence numbers: None, or one int in [0, 2**64) per payload.
@@ -59,27 +56,66 @@ fn extract_seqs(seqs: Option<&Bound<'_, PyAny>>, n: usize) -> NativeResult<Optio
 fn int_offsets<'py>(
     py: Python<'py>,
     obj: &Bound<'py, PyAny>,
-) -> PyResult<NativeResult<Bound<'py, PyArray1<i64>>>> {
+) -> NativeResult<Bound<'py, PyArray1<i64>>> {
     let np = py.import("numpy")?;
     let arr = np.call_method1("asarray", (obj,))?;
     let kind: String = arr.getattr("dtype")?.getattr("kind")?.extract()?;
     let ndim: usize = arr.getattr("ndim")?.extract()?;
     if !(kind == "i" || kind == "u") || ndim != 1 {
-        return Ok(Err(argument(format!(
+        return Err(argument(format!(
             "offsets must be a 1-D integer array, got dtype kind {kind:?} with {ndim} dimensions"
-        ))));
+        )));
     }
     let arr = np.call_method1("ascontiguousarray", (arr, np.getattr("int64")?))?;
-    Ok(Ok(arr.cast_into::<PyArray1<i64>>()?))
+    Ok(arr.cast_into::<PyArray1<i64>>().map_err(PyErr::from)?)
+}
+
+/// The engine table shared by `FpmIngestor` and the native receive loop (`FpmReceiver`).
+pub type SharedTable = Arc<Mutex<EngineTable>>;
+
+/// Lock the table; a panic in another holder cannot leave it half-updated in a way that
+/// matters here (every update is a few field writes), so a poisoned lock is taken over.
+pub fn lock(table: &SharedTable) -> MutexGuard<'_, EngineTable> {
+    table.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An engine key given from Python: `worker_id` must be a str and `dp_rank` an int (else
+/// KernelError); None when no engine can have it (an int beyond int64, a str that is not
+/// UTF-8), which callers treat as unknown.
+fn engine_key(
+    worker_id: &Bound<'_, PyAny>,
+    dp_rank: &Bound<'_, PyAny>,
+) -> NativeResult<Option<(String, i64)>> {
+    let wid = worker_id.cast::<PyString>().map_err(|_| {
+        argument(format!(
+            "worker_id must be a str, got {}",
+            type_name(worker_id)
+        ))
+    })?;
+    if !is_int(dp_rank) {
+        return Err(argument(format!(
+            "dp_rank must be an int, got {}",
+            type_name(dp_rank)
+        )));
+    }
+    let (Ok(w), Ok(r)) = (wid.to_str(), dp_rank.extract::<i64>()) else {
+        return Ok(None);
+    };
+    Ok(Some((w.to_string(), r)))
+}
+
+fn unknown_engine(worker_id: &Bound<'_, PyAny>, dp_rank: &Bound<'_, PyAny>) -> NativeError {
+    let w = worker_id.repr().map(|r| r.to_string()).unwrap_or_default();
+    NativeError::Unknown(format!("unknown engine (worker_id={w}, dp_rank={dp_rank})"))
 }
 
 /// Engine table fed by FPM payloads: latest sample, bounded history and counters per engine.
 #[pyclass(module = "sla_planner._native")]
 pub struct FpmIngestor {
-    table: EngineTable,
+    pub(crate) table: SharedTable,
 }
 
-fn columns<'py>(
+fn stats_columns<'py>(
     py: Python<'py>,
     d: &Bound<'py, PyDict>,
     prefix: &str,
@@ -106,7 +142,13 @@ fn history_columns<'py>(py: Python<'py>, entries: &[HistoryEntry]) -> PyResult<B
     )?;
     d.set_item(
         "counter_id",
-        PyArray1::from_vec(py, col_i(&|e| e.sample.counter_id)),
+        PyArray1::from_vec(
+            py,
+            entries
+                .iter()
+                .map(|e| e.sample.counter_id)
+                .collect::<Vec<u64>>(),
+        ),
     )?;
     d.set_item(
         "wall_time",
@@ -161,66 +203,67 @@ fn clamp(v: u64) -> i64 {
 #[pymethods]
 impl FpmIngestor {
     #[new]
-    #[pyo3(signature = (history_len = 10, stale_after_s = 30.0, max_engines = 4096))]
+    #[pyo3(
+        signature = (history_len = None, stale_after_s = 30.0, max_engines = None, expire_after_s = 300.0),
+        text_signature = "(history_len=10, stale_after_s=30.0, max_engines=4096, expire_after_s=300.0)"
+    )]
     fn new(
-        py: Python<'_>,
-        history_len: i64,
+        history_len: Option<&Bound<'_, PyAny>>,
         stale_after_s: f64,
-        max_engines: i64,
-    ) -> PyResult<Self> {
-        let r = (|| -> NativeResult<Self> {
-            let history_len = usize::try_from(history_len)
-                .map_err(|_| argument(format!("history_len must be >= 0, got {history_len}")))?;
-            let max_engines = usize::try_from(max_engines)
-                .map_err(|_| argument(format!("max_engines must be >= 1, got {max_engines}")))?;
-            Ok(FpmIngestor {
-                table: EngineTable::new(history_len, stale_after_s, max_engines)?,
-            })
-        })();
-        lift(py, r)
+        max_engines: Option<&Bound<'_, PyAny>>,
+        expire_after_s: f64,
+    ) -> NativeResult<Self> {
+        let history_len = match history_len {
+            Some(v) => int_in(v, "history_len", 0, MAX_HISTORY_LEN as i64)? as usize,
+            None => 10,
+        };
+        let max_engines = match max_engines {
+            Some(v) => int_in(v, "max_engines", 1, MAX_ENGINES_LIMIT as i64)? as usize,
+            None => 4096,
+        };
+        let table = EngineTable::new(history_len, stale_after_s, max_engines, expire_after_s)?;
+        Ok(FpmIngestor {
+            table: Arc::new(Mutex::new(table)),
+        })
     }
 
     /// Decode and apply payloads received at `now_s`; returns how many were accepted.
     #[pyo3(signature = (payloads, now_s, seqs = None))]
     fn ingest(
-        &mut self,
+        &self,
         py: Python<'_>,
         payloads: &Bound<'_, PyAny>,
         now_s: f64,
         seqs: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<usize> {
-        lift(py, check_now(now_s))?;
+    ) -> NativeResult<usize> {
+        check_now(now_s)?;
         let items = payloads.try_iter().map_err(|_| {
-            crate::errors::to_pyerr(
-                py,
-                argument(format!(
-                    "payloads must be a sequence of bytes, got {}",
-                    type_name(payloads)
-                )),
-            )
+            argument(format!(
+                "payloads must be a sequence of bytes, got {}",
+                type_name(payloads)
+            ))
         })?;
         let mut held: Vec<Bound<'_, PyBytes>> = Vec::new();
         for (i, item) in items.enumerate() {
-            let item = item?;
-            match item.cast_into::<PyBytes>() {
+            match item?.cast_into::<PyBytes>() {
                 Ok(b) => held.push(b),
                 Err(e) => {
-                    let msg = format!(
+                    return Err(argument(format!(
                         "payloads[{i}] must be bytes, got {}",
                         type_name(e.into_inner().as_any())
-                    );
-                    return Err(crate::errors::to_pyerr(py, argument(msg)));
+                    )))
                 }
             }
         }
-        let seqs = lift(py, extract_seqs(seqs, held.len()))?;
+        let seqs = extract_seqs(seqs, held.len())?;
         let slices: Vec<&[u8]> = held.iter().map(|b| b.as_bytes()).collect();
-        let table = &mut self.table;
+        let table = &self.table;
         Ok(py.detach(|| {
+            let mut t = lock(table);
             let mut accepted = 0usize;
             for (i, p) in slices.iter().enumerate() {
                 let seq = seqs.as_ref().and_then(|s| s.get(i).copied());
-                accepted += usize::from(table.ingest(p, now_s, seq));
+                accepted += usize::from(t.ingest(p, now_s, seq));
             }
             accepted
         }))
@@ -229,36 +272,32 @@ impl FpmIngestor {
     /// Like `ingest`, for payloads packed in one buffer: payload i is `buf[offsets[i]:offsets[i+1]]`.
     #[pyo3(signature = (buf, offsets, now_s, seqs = None))]
     fn ingest_buffer(
-        &mut self,
+        &self,
         py: Python<'_>,
         buf: &Bound<'_, PyAny>,
         offsets: &Bound<'_, PyAny>,
         now_s: f64,
         seqs: Option<&Bound<'_, PyAny>>,
-    ) -> PyResult<usize> {
-        lift(py, check_now(now_s))?;
-        let buf = buf.cast::<PyBytes>().map_err(|_| {
-            crate::errors::to_pyerr(
-                py,
-                argument(format!("buf must be bytes, got {}", type_name(buf))),
-            )
-        })?;
-        let offsets = lift(py, int_offsets(py, offsets)?)?;
+    ) -> NativeResult<usize> {
+        check_now(now_s)?;
+        let buf = buf
+            .cast::<PyBytes>()
+            .map_err(|_| argument(format!("buf must be bytes, got {}", type_name(buf))))?;
+        let offsets = int_offsets(py, offsets)?;
         let offsets = offsets.readonly();
-        let offs = offsets
-            .as_slice()
-            .map_err(|e| crate::errors::to_pyerr(py, argument(e.to_string())))?;
+        let offs = offsets.as_slice()?;
         let data = buf.as_bytes();
-        lift(py, check_offsets(offs, data.len()))?;
+        check_offsets(offs, data.len())?;
         let n = offs.len() - 1;
-        let seqs = lift(py, extract_seqs(seqs, n))?;
-        let table = &mut self.table;
+        let seqs = extract_seqs(seqs, n)?;
+        let table = &self.table;
         Ok(py.detach(|| {
+            let mut t = lock(table);
             let mut accepted = 0usize;
             for i in 0..n {
                 let (a, b) = (offs[i] as usize, offs[i + 1] as usize);
                 let seq = seqs.as_ref().and_then(|s| s.get(i).copied());
-                accepted += usize::from(table.ingest(&data[a..b], now_s, seq));
+                accepted += usize::from(t.ingest(&data[a..b], now_s, seq));
             }
             accepted
         }))
@@ -266,16 +305,34 @@ impl FpmIngestor {
 
     /// Struct of arrays, one row per known engine in registration order; `with_ids=False`
     /// leaves out the `worker_id` strings (use `worker_index`).
-    #[pyo3(signature = (now_s, *, with_ids = true))]
+    #[pyo3(signature = (now_s, *, with_ids = true, columns = None))]
     fn snapshot<'py>(
         &self,
         py: Python<'py>,
         now_s: f64,
         with_ids: bool,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        lift(py, check_now(now_s))?;
+        columns: Option<Vec<String>>,
+    ) -> NativeResult<Bound<'py, PyDict>> {
+        check_now(now_s)?;
         let table = &self.table;
-        let s = py.detach(|| table.snapshot_with(now_s, with_ids));
+        if let Some(names) = columns {
+            let wanted = names
+                .iter()
+                .map(|n| snapshot_column(n))
+                .collect::<NativeResult<Vec<_>>>()?;
+            let data = py.detach(|| lock(table).snapshot_columns(now_s, &wanted));
+            let d = PyDict::new(py);
+            for (name, col) in names.iter().zip(data) {
+                match col {
+                    ColumnData::I64(v) => d.set_item(name, PyArray1::from_vec(py, v))?,
+                    ColumnData::U64(v) => d.set_item(name, PyArray1::from_vec(py, v))?,
+                    ColumnData::F64(v) => d.set_item(name, PyArray1::from_vec(py, v))?,
+                    ColumnData::Bool(v) => d.set_item(name, PyArray1::from_vec(py, v))?,
+                }
+            }
+            return Ok(d);
+        }
+        let s = py.detach(|| lock(table).snapshot_with(now_s, with_ids));
         let d = PyDict::new(py);
         if with_ids {
             let ids = PyList::new(py, &s.worker_id)?;
@@ -297,14 +354,14 @@ impl FpmIngestor {
         d.set_item("heartbeats", PyArray1::from_vec(py, s.heartbeats))?;
         d.set_item("gaps", PyArray1::from_vec(py, s.gaps))?;
         d.set_item("out_of_order", PyArray1::from_vec(py, s.out_of_order))?;
-        columns(
+        stats_columns(
             py,
             &d,
             "scheduled_",
             SCHEDULED_FIELDS.iter().map(|f| f.name),
             s.scheduled,
         )?;
-        columns(
+        stats_columns(
             py,
             &d,
             "queued_",
@@ -318,20 +375,23 @@ impl FpmIngestor {
     fn history<'py>(
         &self,
         py: Python<'py>,
-        worker_id: &str,
-        dp_rank: i64,
-    ) -> PyResult<Bound<'py, PyDict>> {
-        match self.table.history(worker_id, dp_rank) {
-            Some(entries) => history_columns(py, &entries),
-            None => Err(pyo3::exceptions::PyKeyError::new_err(format!(
-                "unknown engine (worker_id={worker_id:?}, dp_rank={dp_rank})"
-            ))),
+        worker_id: &Bound<'py, PyAny>,
+        dp_rank: &Bound<'py, PyAny>,
+    ) -> NativeResult<Bound<'py, PyDict>> {
+        let entries =
+            engine_key(worker_id, dp_rank)?.and_then(|(w, r)| lock(&self.table).history(&w, r));
+        match entries {
+            Some(entries) => Ok(history_columns(py, &entries)?),
+            None => Err(unknown_engine(worker_id, dp_rank)),
         }
     }
 
     /// Table-wide counters.
     fn counters<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
-        let c = self.table.counters();
+        let (c, engines) = {
+            let t = lock(&self.table);
+            (*t.counters(), t.len())
+        };
         let d = PyDict::new(py);
         d.set_item("received", clamp(c.received))?;
         d.set_item("decoded", clamp(c.decoded))?;
@@ -343,41 +403,177 @@ impl FpmIngestor {
         d.set_item("seq_gaps", clamp(c.seq_gaps))?;
         d.set_item("out_of_order", clamp(c.out_of_order))?;
         d.set_item("dropped_capacity", clamp(c.dropped_capacity))?;
-        d.set_item("engines", self.table.len())?;
+        d.set_item("expired", clamp(c.expired))?;
+        d.set_item("evicted", clamp(c.evicted))?;
+        d.set_item("engines", engines)?;
         Ok(d)
     }
 
     /// Forget an engine; returns whether it was known.
-    fn remove(&mut self, worker_id: &str, dp_rank: i64) -> bool {
-        self.table.remove(worker_id, dp_rank)
+    fn remove(
+        &self,
+        worker_id: &Bound<'_, PyAny>,
+        dp_rank: &Bound<'_, PyAny>,
+    ) -> NativeResult<bool> {
+        Ok(engine_key(worker_id, dp_rank)?.is_some_and(|(w, r)| lock(&self.table).remove(&w, r)))
+    }
+
+    /// Remove engines silent for more than `expire_after_s` at `now_s`; returns how many.
+    fn expire(&self, now_s: f64) -> NativeResult<usize> {
+        check_now(now_s)?;
+        Ok(lock(&self.table).expire(now_s))
+    }
+
+    /// Feed the latest forward pass of every engine that is active at `now_s`, was seen after
+    /// `since_s`, is not a heartbeat and whose `worker_index` is set in `workers` (a bool
+    /// mask indexed by worker_index) into `regression`, in registration order: `t =
+    /// last_seen_s`, `y = wall_time`, `x` chosen by `features` ("prefill": scheduled prefill
+    /// tokens; "decode": scheduled decode requests and KV tokens; "agg": scheduled prefill
+    /// tokens and decode KV tokens). Returns how many samples were added.
+    #[pyo3(signature = (regression, now_s, since_s, workers, features, fallback = None))]
+    #[allow(clippy::too_many_arguments)]
+    fn feed_regression(
+        &self,
+        py: Python<'_>,
+        regression: &Bound<'_, crate::regression::SlidingRegression>,
+        now_s: f64,
+        since_s: f64,
+        workers: &Bound<'_, PyAny>,
+        features: &str,
+        fallback: Option<&Bound<'_, crate::regression::SlidingRegression>>,
+    ) -> NativeResult<usize> {
+        check_now(now_s)?;
+        let features = crate::regression::Features::parse(features)?;
+        let np = py.import("numpy")?;
+        let mask = np
+            .call_method1("ascontiguousarray", (workers, np.getattr("bool_")?))
+            .map_err(|e| argument(format!("workers must be a bool array: {e}")))?
+            .cast_into::<PyArray1<bool>>()
+            .map_err(|_| argument("workers must be a 1-D bool array"))?;
+        let mask = mask.readonly();
+        let mask = mask.as_slice()?;
+        let mut reg = regression.try_borrow_mut().map_err(PyErr::from)?;
+        let mut fb = match fallback {
+            Some(f) => Some(f.try_borrow_mut().map_err(|_| {
+                argument("fallback must be a different SlidingRegression from regression")
+            })?),
+            None => None,
+        };
+        let check = |k: usize, want: usize, what: &str, name: &str| {
+            if k == want {
+                Ok(())
+            } else {
+                Err(argument(format!(
+                    "{what}: features {name:?} need a regression of {want} features, got {k}"
+                )))
+            }
+        };
+        check(
+            reg.inner.n_features(),
+            features.n_features(),
+            "regression",
+            features.name(),
+        )?;
+        if let Some(f) = fb.as_ref() {
+            check(f.inner.n_features(), 1, "fallback", "decode_kv")?;
+        }
+        let reg = &mut reg.inner;
+        let mut fb = fb.as_mut().map(|f| &mut f.inner);
+        let kv = crate::regression::Features::DecodeKv;
+        let table = &self.table;
+        Ok(py.detach(|| {
+            let t = lock(table);
+            let stale_after_s = t.stale_after_s();
+            let mut added = 0usize;
+            for h in t.hot_rows() {
+                let stale = now_s - h.last_seen_s > stale_after_s;
+                let fresh = h.last_seen_s > since_s
+                    && h.wall_time > 0.0
+                    && !stale
+                    && mask.get(h.worker_index as usize).copied().unwrap_or(false);
+                if fresh {
+                    reg.add(h.last_seen_s, &features.of_hot(h), h.wall_time);
+                    if let Some(f) = fb.as_deref_mut() {
+                        f.add(h.last_seen_s, &kv.of_hot(h), h.wall_time);
+                    }
+                    added += 1;
+                }
+            }
+            added
+        }))
     }
 
     /// Approximate bytes held by the table.
     fn memory_bytes(&self) -> usize {
-        self.table.memory_bytes()
+        lock(&self.table).memory_bytes()
     }
 
     fn __len__(&self) -> usize {
-        self.table.len()
+        lock(&self.table).len()
     }
 
     /// Forward passes kept per engine.
     #[getter]
     fn history_len(&self) -> usize {
-        self.table.history_len()
+        lock(&self.table).history_len()
     }
 
     /// Seconds of silence after which an engine is stale.
     #[getter]
     fn stale_after_s(&self) -> f64 {
-        self.table.stale_after_s()
+        lock(&self.table).stale_after_s()
+    }
+
+    /// Seconds of silence after which an engine is removed.
+    #[getter]
+    fn expire_after_s(&self) -> f64 {
+        lock(&self.table).expire_after_s()
     }
 
     /// Most engines the table holds.
     #[getter]
     fn max_engines(&self) -> usize {
-        self.table.max_engines()
+        lock(&self.table).max_engines()
     }
+}
+
+/// A snapshot column by its name (the keys of a full snapshot, `worker_id` excepted).
+fn snapshot_column(name: &str) -> NativeResult<SnapshotColumn> {
+    use SnapshotColumn as C;
+    let fixed = match name {
+        "worker_index" => Some(C::WorkerIndex),
+        "dp_rank" => Some(C::DpRank),
+        "counter_id" => Some(C::CounterId),
+        "wall_time" => Some(C::WallTime),
+        "last_seen_s" => Some(C::LastSeen),
+        "stale" => Some(C::Stale),
+        "active" => Some(C::Active),
+        "received" => Some(C::Received),
+        "heartbeats" => Some(C::Heartbeats),
+        "gaps" => Some(C::Gaps),
+        "out_of_order" => Some(C::OutOfOrder),
+        _ => None,
+    };
+    let nested = || {
+        if let Some(f) = name.strip_prefix("scheduled_") {
+            SCHEDULED_FIELDS
+                .iter()
+                .position(|s| s.name == f)
+                .map(C::Scheduled)
+        } else if let Some(f) = name.strip_prefix("queued_") {
+            QUEUED_FIELDS
+                .iter()
+                .position(|s| s.name == f)
+                .map(C::Queued)
+        } else {
+            None
+        }
+    };
+    fixed.or_else(nested).ok_or_else(|| {
+        argument(format!(
+            "columns: unknown snapshot column {name:?} (worker_id needs with_ids and no columns)"
+        ))
+    })
 }
 
 fn check_offsets(offs: &[i64], len: usize) -> NativeResult<()> {

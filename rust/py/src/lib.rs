@@ -4,6 +4,7 @@
 mod errors;
 mod fpm;
 mod ingest;
+mod receive;
 mod regression;
 
 use pyo3::prelude::*;
@@ -23,6 +24,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(regression::estimate_many, m)?)?;
     m.add_class::<ingest::FpmIngestor>()?;
     m.add_class::<regression::SlidingRegression>()?;
+    m.add_class::<receive::FpmReceiver>()?;
+    m.add_class::<receive::BenchPublisher>()?;
     m.add(
         "MAX_PAYLOAD_BYTES",
         sla_planner_core::fpm::MAX_PAYLOAD_BYTES,

@@ -197,6 +197,19 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// A non-negative integer in the full u64 range (`counter_id`).
+    #[inline]
+    fn unsigned(&mut self, field: &'static str) -> Result<u64, FpmError> {
+        match self.number(field, "int")? {
+            Number::Int(_) => Err(FpmError::Negative { field }),
+            Number::UInt(v) => Ok(v),
+            Number::Float(_) => Err(FpmError::WrongType {
+                field,
+                expected: "int",
+            }),
+        }
+    }
+
     /// A non-negative finite float (msgpack integers accepted and converted).
     #[inline]
     fn non_negative_float(&mut self, field: &'static str) -> Result<f64, FpmError> {
@@ -315,6 +328,23 @@ impl<'a> Reader<'a> {
     #[inline]
     fn key(&mut self, key_field: &'static str) -> Result<&'a [u8], FpmError> {
         self.str_bytes(key_field)
+    }
+
+    /// `err` if the rest of the root map (`entries` more key/value pairs) and nothing after it
+    /// is well-formed msgpack, else the structural error: a payload that is not msgpack at all
+    /// is malformed whatever its version says.
+    fn well_formed_rest(&mut self, entries: usize, err: FpmError) -> FpmError {
+        for _ in 0..entries {
+            if let Err(e) = self.skip(2).and_then(|()| self.skip(2)) {
+                return e;
+            }
+        }
+        if self.remaining() > 0 {
+            return FpmError::TrailingBytes {
+                count: self.remaining(),
+            };
+        }
+        err
     }
 
     /// Skip the value of an unknown key after checking the key is valid UTF-8.
@@ -440,9 +470,12 @@ fn decode_general(payload: &[u8]) -> Result<FpmRef<'_>, FpmError> {
             0 => match r.number("version", "int")? {
                 Number::UInt(v) if v == FPM_SCHEMA_VERSION as u64 => {}
                 Number::UInt(v) => {
-                    return Err(FpmError::BadVersion(i64::try_from(v).unwrap_or(i64::MAX)))
+                    let v = i64::try_from(v).unwrap_or(i64::MAX);
+                    return Err(r.well_formed_rest(n - entry - 1, FpmError::BadVersion(v)));
                 }
-                Number::Int(v) => return Err(FpmError::BadVersion(v)),
+                Number::Int(v) => {
+                    return Err(r.well_formed_rest(n - entry - 1, FpmError::BadVersion(v)))
+                }
                 Number::Float(_) => {
                     return Err(FpmError::WrongType {
                         field: "version",
@@ -462,7 +495,7 @@ fn decode_general(payload: &[u8]) -> Result<FpmRef<'_>, FpmError> {
                     .map_err(|_| FpmError::InvalidUtf8 { field: "worker_id" })?;
             }
             2 => sample.dp_rank = r.count("dp_rank")?,
-            3 => sample.counter_id = r.count("counter_id")?,
+            3 => sample.counter_id = r.unsigned("counter_id")?,
             4 => sample.wall_time = r.non_negative_float("wall_time")?,
             5 => {
                 sample.scheduled = r.stats(

@@ -22,13 +22,22 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 }
 
 fn put_int(out: &mut Vec<u8>, v: i64) {
-    if (0..=0x7f).contains(&v) {
-        out.push(v as u8);
-    } else if (-32..0).contains(&v) {
+    if v >= 0 {
+        put_uint(out, v as u64);
+    } else if v >= -32 {
         out.push(v as i8 as u8);
-    } else if v > 0 {
-        let u = v as u64;
-        if u <= 0xff {
+    } else {
+        out.push(0xd3);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+}
+
+/// An unsigned integer in its smallest msgpack form (the full u64 range).
+fn put_uint(out: &mut Vec<u8>, u: u64) {
+    {
+        if u <= 0x7f {
+            out.push(u as u8);
+        } else if u <= 0xff {
             out.push(0xcc);
             out.push(u as u8);
         } else if u <= 0xffff {
@@ -41,9 +50,6 @@ fn put_int(out: &mut Vec<u8>, v: i64) {
             out.push(0xcf);
             out.extend_from_slice(&u.to_be_bytes());
         }
-    } else {
-        out.push(0xd3);
-        out.extend_from_slice(&v.to_be_bytes());
     }
 }
 
@@ -81,7 +87,7 @@ pub fn encode_into(fpm: &FpmRef<'_>, out: &mut Vec<u8>) {
     put_str(out, "dp_rank");
     put_int(out, s.dp_rank);
     put_str(out, "counter_id");
-    put_int(out, s.counter_id);
+    put_uint(out, s.counter_id);
     put_str(out, "wall_time");
     put_f64(out, s.wall_time);
     put_str(out, "scheduled_requests");
@@ -358,7 +364,7 @@ fn record_at<'a>(cols: &FpmColumns<'a>, row: usize) -> Result<FpmRef<'a>, RowErr
     let queued = &cols.queued[row * QUEUED_COLUMNS..(row + 1) * QUEUED_COLUMNS];
     let sample = super::FpmSample {
         dp_rank: count(cols.dp_rank[row], RowColumn::DpRank)?,
-        counter_id: count(cols.counter_id[row], RowColumn::CounterId)?,
+        counter_id: count(cols.counter_id[row], RowColumn::CounterId)? as u64,
         wall_time: non_negative(cols.wall_time[row], row, RowColumn::WallTime)?,
         scheduled: stats_from_row(&SCHEDULED_FIELDS, sched, row, RowColumn::Scheduled)?,
         queued: stats_from_row(&QUEUED_FIELDS, queued, row, RowColumn::Queued)?,
@@ -384,17 +390,23 @@ fn str_len(n: usize) -> usize {
 
 /// Bytes `put_int` writes for `v`.
 fn int_len(v: i64) -> usize {
-    if (-32..=0x7f).contains(&v) {
+    if v >= 0 {
+        uint_len(v as u64)
+    } else if v >= -32 {
         1
-    } else if v > 0 {
-        match v as u64 {
-            0..=0xff => 2,
-            0x100..=0xffff => 3,
-            0x1_0000..=0xffff_ffff => 5,
-            _ => 9,
-        }
     } else {
         9
+    }
+}
+
+/// Bytes `put_uint` writes for `u`.
+fn uint_len(u: u64) -> usize {
+    match u {
+        0..=0x7f => 1,
+        0x80..=0xff => 2,
+        0x100..=0xffff => 3,
+        0x1_0000..=0xffff_ffff => 5,
+        _ => 9,
     }
 }
 
@@ -427,7 +439,7 @@ pub fn encoded_len(fpm: &FpmRef<'_>) -> usize {
         + str_len("dp_rank".len())
         + int_len(s.dp_rank)
         + str_len("counter_id".len())
-        + int_len(s.counter_id)
+        + uint_len(s.counter_id)
         + str_len("wall_time".len())
         + F64_LEN
         + str_len("scheduled_requests".len())

@@ -31,7 +31,7 @@ pub enum FpmError {
     Negative { field: &'static str },
     /// A float field is NaN or infinite.
     NonFinite { field: &'static str },
-    /// An integer field does not fit a signed 64-bit integer.
+    /// An integer field does not fit its type (signed 64-bit; `counter_id`: unsigned 64-bit).
     OutOfRange { field: &'static str },
     /// A msgpack string (field, key or skipped value) is not valid UTF-8.
     InvalidUtf8 { field: &'static str },
@@ -117,7 +117,14 @@ impl fmt::Display for FpmError {
             FpmError::Negative { field } => write!(f, "FPM field {field} must be >= 0"),
             FpmError::NonFinite { field } => write!(f, "FPM field {field} must be finite"),
             FpmError::OutOfRange { field } => {
-                write!(f, "FPM field {field} does not fit a signed 64-bit integer")
+                if *field == "counter_id" {
+                    write!(
+                        f,
+                        "FPM field {field} does not fit an unsigned 64-bit integer"
+                    )
+                } else {
+                    write!(f, "FPM field {field} does not fit a signed 64-bit integer")
+                }
             }
             FpmError::InvalidUtf8 { field } => write!(f, "FPM string {field} is not valid UTF-8"),
             FpmError::InvalidTimestamp => write!(f, "FPM payload has an invalid msgpack timestamp"),

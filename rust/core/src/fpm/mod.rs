@@ -187,8 +187,8 @@ pub mod queued {
 pub struct FpmSample {
     /// Data-parallel rank of the engine (>= 0).
     pub dp_rank: i64,
-    /// Per-engine monotonic message counter.
-    pub counter_id: i64,
+    /// Per-engine monotonic message counter (unsigned 64-bit, as Dynamo publishes it).
+    pub counter_id: u64,
     /// Forward-pass wall time in seconds; 0.0 marks an idle heartbeat.
     pub wall_time: f64,
     /// What ran in this pass.
@@ -224,7 +224,6 @@ impl FpmRef<'_> {
         }
         let s = &self.sample;
         check_count("dp_rank", s.dp_rank)?;
-        check_count("counter_id", s.counter_id)?;
         check_float("wall_time", s.wall_time)?;
         check_stats(&SCHEDULED_FIELDS, &s.scheduled)?;
         check_stats(&QUEUED_FIELDS, &s.queued)

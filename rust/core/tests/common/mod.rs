@@ -3,7 +3,7 @@
 
 use sla_planner_core::fpm::{FpmRef, FpmSample, QueuedRequests, ScheduledRequests};
 
-pub fn sample(dp_rank: i64, counter_id: i64, wall_time: f64) -> FpmSample {
+pub fn sample(dp_rank: i64, counter_id: u64, wall_time: f64) -> FpmSample {
     FpmSample {
         dp_rank,
         counter_id,
@@ -19,7 +19,7 @@ pub fn sample(dp_rank: i64, counter_id: i64, wall_time: f64) -> FpmSample {
     }
 }
 
-pub fn record(worker_id: &str, dp_rank: i64, counter_id: i64, wall_time: f64) -> FpmRef<'_> {
+pub fn record(worker_id: &str, dp_rank: i64, counter_id: u64, wall_time: f64) -> FpmRef<'_> {
     FpmRef {
         worker_id,
         sample: sample(dp_rank, counter_id, wall_time),

@@ -136,6 +136,15 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    /// A non-negative integer in the full u64 range.
+    #[inline(always)]
+    fn unsigned(&mut self) -> Option<u64> {
+        match self.number()? {
+            Number::UInt(v) => Some(v),
+            Number::Int(_) | Number::Float(_) => None,
+        }
+    }
+
     /// A non-negative finite float (integers converted), as the general decoder accepts it.
     #[inline(always)]
     fn non_negative_float(&mut self) -> Option<f64> {
@@ -196,7 +205,7 @@ pub(super) fn decode_canonical(payload: &[u8]) -> Option<FpmRef<'_>> {
     expect_key!(c, ROOT_KEYS[2]);
     let dp_rank = c.count()?;
     expect_key!(c, ROOT_KEYS[3]);
-    let counter_id = c.count()?;
+    let counter_id = c.unsigned()?;
     expect_key!(c, ROOT_KEYS[4]);
     let wall_time = c.non_negative_float()?;
     expect_key!(c, ROOT_KEYS[5]);
@@ -234,7 +243,7 @@ mod tests {
             worker_id,
             sample: FpmSample {
                 dp_rank: 3,
-                counter_id: big,
+                counter_id: big as u64,
                 wall_time,
                 scheduled: ScheduledRequests {
                     counts: [1, 512, big, 48, 200],
