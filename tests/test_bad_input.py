@@ -196,6 +196,10 @@ BASES: dict[str, list[str]] = {
     "run": ["run", "--connector", "memory:1,1", "--duration", "0", *EXAMPLE, "--live-dashboard-port", "0",
             "--optimization-target", "sla", "--no-enable-load-scaling",
             "--metric-pulling-prometheus-endpoint", "http://127.0.0.1:9"],
+    "evaluate": ["evaluate", "--traces", "synthetic:poisson?rate_rps=1&duration_s=10",
+                 "--profiles", "builtin:example", "--policies", "static:1,1", "--jobs", "1",
+                 "--quiet"],
+    "profile": ["profile", "--system", "h100_sxm", "--model", "Qwen/Qwen3-8B", "--out", "prof"],
 }
 
 #: Values no number flag accepts.
@@ -205,7 +209,7 @@ HOSTILE_NUMBERS = ["nan", "inf", "-inf", "1e308", "-1e308", "9" * 400, "-" + "9"
 HOSTILE_PATHS = ["x" * 5000, "a\x00b", "no/such/thing/here"]
 PATH_FLAGS = {
     "--config", "--profile-results-dir", "--sim-profile-results-dir", "--trace", "--load",
-    "--discovery-file", "--fpm-discovery-file",
+    "--discovery-file", "--fpm-discovery-file", "--matrix",
 }
 #: Text flags with a grammar, and values each refuses (``--out`` is created, not read).
 TEXT_FLAGS = {
@@ -220,6 +224,12 @@ TEXT_FLAGS = {
     "--policy": ["x" * 5000, "static:" + "9" * 5000, "python:" + "x" * 5000 + ":C", ""],
     "--baseline": ["x" * 5000, "static:-1", ""],
     "--initial-replicas": ["x" * 5000, "-1,2", "9" * 5000 + ",1", ""],
+    "--traces": ["x" * 5000, "a\x00b", ""],
+    "--profiles": ["x" * 5000, "a\x00b", ""],
+    "--policies": ["x" * 5000, "static:-1", ""],
+    "--ray": ["x" * 5000, "a\x00b", ""],
+    "--system": ["x" * 5000, ""],
+    "--model": ["x" * 5000, "a\x00b", ""],
 }
 
 
@@ -244,12 +254,12 @@ def _cases() -> Iterator[object]:
             # config flags are the same on every command: swept once, on `validate`
             if action.dest in config_fields and command != "validate":
                 continue
-            if _number_flag(action):
-                values = HOSTILE_NUMBERS
-            elif flag in PATH_FLAGS:
+            if flag in PATH_FLAGS:
                 values = HOSTILE_PATHS
             elif flag in TEXT_FLAGS:
                 values = TEXT_FLAGS[flag]
+            elif _number_flag(action):
+                values = HOSTILE_NUMBERS
             elif action.choices is not None:
                 values = ["", "x" * 5000]
             else:

@@ -164,3 +164,22 @@ def test_warm_up_in_skip_mode_logs_the_bad_lines(
         assert warm_up(predictors(), path, 60.0, skip_bad_lines=True) == 1
     assert "1 requests in 1 intervals" in caplog.text
     assert "skipped 1 bad lines" in caplog.text and "t.jsonl:2: not valid JSON" in caplog.text
+
+
+def test_idle_windows_after_a_warm_up_keep_the_warmed_level() -> None:
+    # issue 8, cause 9: a deployment that has not received traffic yet must not erase the warm-up
+    from sla_planner.predict import LoadPredictors
+    from sla_planner.predict.simple import ConstantPredictor
+
+    predictors = LoadPredictors(ConstantPredictor(), ConstantPredictor(), ConstantPredictor())
+    for _ in range(10):
+        predictors.observe(150, 3000.0, 200.0)
+    predictors.mark_warmed()
+    forecasts = []
+    for _ in range(3):
+        predictors.observe(0, None, None)
+        forecasts.append(round(predictors.forecast().num_req))
+    assert forecasts == [150, 150, 150]
+    predictors.observe(40, 3000.0, 200.0)  # live traffic: from now on zeros are data
+    predictors.observe(0, None, None)
+    assert predictors.forecast().num_req == 0.0

@@ -17,6 +17,7 @@ from ..errors import SlaPlannerError
 
 __all__ = [
     "MAX_COUNT",
+    "output_path",
     "MAX_NUMBER",
     "MAX_SECONDS",
     "positive_float",
@@ -73,6 +74,16 @@ def int_in(low: int, high: int) -> Callable[[str], int]:
 positive_float = float_in(0.0, MAX_NUMBER)
 #: argparse type: an integer in [0, MAX_COUNT].
 count = int_in(0, MAX_COUNT)
+
+
+def output_path(text: str) -> str:
+    """argparse type: a path to write to: not empty, no NUL byte, within the system's limits."""
+    parts = text.split("/")
+    if not text or "\x00" in text or len(text) > 4096 or any(len(part) > 255 for part in parts):
+        raise argparse.ArgumentTypeError(
+            "must be a path: not empty, no NUL byte, at most 4096 characters and 255 per name"
+        )
+    return text
 
 
 def load_models(cfg: Any) -> Any:

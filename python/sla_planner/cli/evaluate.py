@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from ..errors import ConfigError
+from ._common import MAX_SECONDS, count, float_in, int_in, output_path, positive_float
 
 __all__ = ["add_evaluate_parser", "DEFAULT_TRACES", "QUICK_TRACES", "DEFAULT_POLICIES", "BURSTY_TRACE"]
 
@@ -42,8 +43,10 @@ def _floats(flag: str) -> Any:
                 value = float(item)
             except ValueError:
                 raise argparse.ArgumentTypeError(f"{flag}: not a number: {item!r}") from None
-            if not (value == value and abs(value) != float("inf") and value >= 0):
-                raise argparse.ArgumentTypeError(f"{flag}: must be a finite number >= 0, got {item!r}")
+            if not (value == value and 0 <= value <= MAX_SECONDS):
+                raise argparse.ArgumentTypeError(
+                    f"{flag}: must be a number in [0, {MAX_SECONDS:g}], got {item!r}"
+                )
             out.append(value)
         if not out:
             raise argparse.ArgumentTypeError(f"{flag}: expected at least one number")
@@ -164,7 +167,6 @@ def _run(ns: argparse.Namespace) -> int:
 def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register `evaluate`."""
     from ..config import add_config_arguments
-    from ._common import count, positive_float
 
     p = sub.add_parser(
         "evaluate",
@@ -191,15 +193,15 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
                    help="comma-separated: simulated engines this many times slower than the profile (default 1,1.15)")
     p.add_argument("--startup-delay", type=_floats("--startup-delay"), default=None,
                    help="comma-separated start-up delays in seconds (default 120)")
-    p.add_argument("--best-static-target", type=float, default=None,
+    p.add_argument("--best-static-target", type=float_in(0.0, 1.0), default=None,
                    help="attainment over feasible requests static:best must reach (default 0.95)")
-    p.add_argument("--best-static-max-replays", type=int, default=None,
+    p.add_argument("--best-static-max-replays", type=int_in(1, 10_000), default=None,
                    help="replays one best-static search may use (default 40)")
-    p.add_argument("--oracle-interval", type=float, default=None,
+    p.add_argument("--oracle-interval", type=float_in(1e-3, MAX_SECONDS), default=None,
                    help="oracle interval in seconds (default: throughput_adjustment_interval)")
     p.add_argument("--initial-replicas", default=None,
                    help="engines at t=0 for planner policies: static:mean (default), static:peak or P,D")
-    p.add_argument("--seed", type=int, default=None, help="seed for rate scaling, start-up delays (default 0)")
+    p.add_argument("--seed", type=int_in(0, 2**32 - 1), default=None, help="seed for rate scaling, start-up delays (default 0)")
     p.add_argument("--max-num-batched-tokens", type=count, default=None, help="prefill tokens per iteration (8192)")
     p.add_argument("--max-num-seqs", type=count, default=None, help="running requests per decode engine (256)")
     p.add_argument("--transfer-s", type=positive_float, default=None, help="prefill-to-decode KV transfer time (0)")
@@ -208,10 +210,10 @@ def add_evaluate_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p.add_argument("--engine-context-length", type=count, default=None, help="engines' maximum context (131072)")
     p.add_argument("--drain-s", type=positive_float, default=None,
                    help="after the last arrival, wait at most this long for in-flight requests (600)")
-    p.add_argument("--jobs", type=int, default=None, help="worker processes (default: the CPUs available)")
+    p.add_argument("--jobs", type=int_in(1, 1024), default=None, help="worker processes (default: the CPUs available)")
     p.add_argument("--ray", default=None, metavar="ADDRESS",
                    help="run the cells on an existing Ray cluster (needs the ray extra)")
-    p.add_argument("--out", default=None, help="write results.json, results.csv and report.html here")
+    p.add_argument("--out", type=output_path, default=None, help="write results.json, results.csv and report.html here")
     p.add_argument("--json", action="store_true", help="print results.json instead of the table")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_config_arguments(p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._common import count
+from ._common import count, float_in, output_path
 
 __all__ = ["add_profile_parser"]
 
@@ -62,14 +62,14 @@ def add_profile_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--context-max", type=_positive, default=None, help="longest decode context profiled (default: --isl-max)")
     p.add_argument("--prefill-granularity", type=_positive, default=16, help="prefill ISL steps (default 16)")
     p.add_argument("--decode-granularity", type=_positive, default=6, help="decode context and concurrency steps (default 6)")
-    p.add_argument("--monotone-tolerance", type=float, default=0.05, help="largest relative fall of TTFT/ITL accepted (default 0.05)")
+    p.add_argument("--monotone-tolerance", type=float_in(0.0, 1.0), default=0.05, help="largest relative fall of TTFT/ITL accepted (default 0.05)")
     p.add_argument("--prefill-time-scale", type=_scale, default=1.0,
                    help="multiply every TTFT: >1 writes a slower engine, e.g. for --sim-profile-results-dir (default 1)")
     p.add_argument("--decode-time-scale", type=_scale, default=1.0,
                    help="multiply every ITL: >1 writes a slower engine (default 1)")
     p.add_argument("--allow-non-monotone", action="store_true", help="write the profile even when the estimates fall")
     p.add_argument("--force", action="store_true", help="replace a profile already in --out")
-    p.add_argument("--out", help="output directory")
+    p.add_argument("--out", type=output_path, help="output directory")
     p.add_argument("--list", action="store_true", help="list systems, backends and models, then exit")
     p.set_defaults(func=_run_profile)
 

@@ -231,7 +231,10 @@ class PlannerCore:
         targets: dict[Pool, int] = {}
         for pool, want in wanted.items():
             cur = int(inp.current.get(pool, 0))
-            rec = recommended.get(pool, want)
+            if pool not in recommended:
+                targets[pool] = cur  # no opinion this tick: only the constraints move it
+                continue
+            rec = recommended[pool]
             self.stabilizer.record(
                 now, pool, rec, (steady or {}).get(pool, rec), max(long_window, base_window)
             )
@@ -335,20 +338,12 @@ class PlannerCore:
             r == DecisionReason.AWAITING_THROUGHPUT_FLOOR.value for r in pool_reasons.values()
         ):
             quiet = DecisionReason.AWAITING_THROUGHPUT_FLOOR
-        # pools without an opinion this tick record nothing (they neither hold nor free capacity)
+        # pools without an opinion this tick record nothing (they neither hold nor free
+        # capacity); only the constraints can move them
         decision = self._finish(
-            inp,
-            TickKind.LOAD,
-            {p: n for p, n in wanted.items() if p in recommended or n != inp.current.get(p, 0)},
-            recommended,
-            pool_reasons,
-            detail,
-            quiet_reason=quiet,
+            inp, TickKind.LOAD, wanted, recommended, pool_reasons, detail, quiet_reason=quiet
         )
         if decision.targets is not None:
-            targets = dict(inp.current)
-            targets.update(decision.targets)
-            decision = dataclasses.replace(decision, targets={p: targets[p] for p in wanted})
             reason = decision.reason
             if reason is DecisionReason.SCALE_DOWN and any(
                 r.reason is DecisionReason.SCALE_DOWN_CAPPED_BY_THROUGHPUT for r in results.values()
@@ -454,7 +449,12 @@ class PlannerCore:
         )
         point = self._forecast(interval, inp.backlog_prefill_tokens, traffic)
         self.forecast_errors.remember(point.num_req)
-        planned = self.forecast_errors.upper(point.num_req)
+        # Time-aware: engines asked for now serve from now + start-up, so plan for the busiest of
+        # the intervals until then and the one after (a trend model sees a ramp coming).
+        horizon = max(1, math.ceil((self.startup_s() + interval) / interval))
+        ahead = getattr(self.forecaster, "forecast_ahead", None)
+        busiest = max(point.num_req, float(ahead(horizon)) if ahead is not None else 0.0)
+        planned = self.forecast_errors.upper(busiest)
         if s.forecast_at_least_observed:
             # Scale up as fast as load rises: a trend model lags a step; never plan below the
             # load just seen.
@@ -472,6 +472,7 @@ class PlannerCore:
         )
         detail = plan.to_dict()
         detail["forecast_point_num_req"] = point.num_req
+        detail["forecast_horizon_num_req"] = busiest
         detail["forecast_planned_num_req"] = planned
         detail["arrival_scv"] = self.burstiness.scv
         if self.burstiness.last is not None:

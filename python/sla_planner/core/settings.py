@@ -35,6 +35,7 @@ class PoolLimits:
 
 
 def _cfg(cfg: Any, name: str, default: Any) -> Any:
+    """``cfg.name``, or ``default`` when it is missing or None."""
     value = getattr(cfg, name, default)
     return default if value is None else value
 
@@ -69,24 +70,16 @@ class CoreSettings:
     def from_config(cls, cfg: Any) -> CoreSettings:
         """Project a PlannerConfig (or an object with its attribute names)."""
         pools = pools_for_mode(cfg.mode)
-        min_endpoint = int(cfg.min_endpoint)
-        per_role = {
-            Pool.PREFILL: _cfg(cfg, "prefill_min_endpoint", min_endpoint),
-            Pool.DECODE: _cfg(cfg, "decode_min_endpoint", min_endpoint),
-            Pool.AGG: _cfg(cfg, "decode_min_endpoint", min_endpoint),
-        }
         gpus = {
             Pool.PREFILL: int(cfg.prefill_engine_num_gpu),
             Pool.DECODE: int(cfg.decode_engine_num_gpu),
             Pool.AGG: int(cfg.decode_engine_num_gpu),
         }
-        max_budget = int(cfg.max_gpu_budget)
-        min_budget = int(_cfg(cfg, "min_gpu_budget", -1))
         limits = PoolLimits(
-            min_replicas={p: int(per_role[p]) for p in pools},
+            min_replicas={p: int(cfg.min_replicas(p.value)) for p in pools},
             gpus_per_engine={p: gpus[p] for p in pools},
-            max_gpus=max_budget if max_budget >= 0 else None,
-            min_gpus=min_budget if min_budget > 0 else None,
+            max_gpus=cfg.gpu_budget(),
+            min_gpus=cfg.gpu_floor() or None,
         )
         stabilization = getattr(cfg, "scale_down_stabilization", None)
         return cls(

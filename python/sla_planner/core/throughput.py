@@ -119,11 +119,11 @@ class ThroughputSettings:
             correction = CorrectionStatus.APPLIED
         return cls(
             mode=cfg.mode,
-            min_endpoint=int(getattr(cfg, "prefill_min_endpoint", None) or cfg.min_endpoint)
+            min_endpoint=int(cfg.min_replicas("prefill"))
             if cfg.mode in ("disagg", "prefill")
             else int(cfg.min_endpoint),
-            max_gpu_budget=int(cfg.max_gpu_budget) if int(cfg.max_gpu_budget) >= 0 else None,
-            decode_min_endpoint=getattr(cfg, "decode_min_endpoint", None),
+            max_gpu_budget=cfg.gpu_budget(),
+            decode_min_endpoint=int(cfg.min_replicas("decode")) if cfg.mode != "agg" else None,
             prefill_engine_num_gpu=cfg.prefill_engine_num_gpu,
             decode_engine_num_gpu=cfg.decode_engine_num_gpu,
             itl_ms=cfg.itl,
@@ -139,7 +139,7 @@ class ThroughputSettings:
 
     def min_replicas(self, pool: Pool) -> int:
         """The minimum engine count of ``pool``."""
-        if pool is Pool.PREFILL or self.decode_min_endpoint is None:
+        if pool is not Pool.DECODE or self.decode_min_endpoint is None:
             return self.min_endpoint
         return self.decode_min_endpoint
 

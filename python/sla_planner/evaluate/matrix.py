@@ -208,8 +208,10 @@ class Matrix:
 
 def split_list(text: str, *, merge_integers: bool = False) -> list[str]:
     """Comma-separated items; with ``merge_integers`` a bare integer joins the item before it
-    (so ``static:8,4,planner:sla`` is two policies)."""
+    (so ``static:8,4,planner:sla`` is two policies). An argument with no item is a ConfigError."""
     parts = [p.strip() for p in text.split(",")]
+    if not any(parts):
+        raise ConfigError(f"empty list {text!r}: give at least one comma-separated item")
     out: list[str] = []
     for part in parts:
         if merge_integers and out and part.isdigit() and re.match(r"^(.+=)?static:\d+(,\d+)*$", out[-1]):

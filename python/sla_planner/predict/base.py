@@ -5,7 +5,10 @@ Rules (implemented once, in :class:`BasePredictor`):
 * Input: a non-finite value (NaN, +-inf) counts as 0; a negative value counts as 0 too (traffic
   numbers are counts and token lengths, so a negative one is a measurement artefact).
 * Leading zeros are skipped: until the first non-zero value arrives there is "no traffic yet" and
-  nothing is stored. Zeros after that are ordinary data points.
+  nothing is stored. Zeros after that are ordinary data points. After a warm-up
+  (:meth:`BasePredictor.mark_warmed`) the same holds for the first live values: a deployment
+  that has not received traffic yet says nothing about demand, so zeros before the first live
+  non-zero value leave the warmed-up history (and its forecast) as they are.
 * ``ready`` says whether the predictor has enough stored points to forecast
   (``num_points >= min_points``). Until then ``predict_next()`` returns the last value observed
   (0.0 when nothing was observed), which is also the fallback whenever a model fails.
@@ -98,6 +101,11 @@ class BasePredictor:
         self._window: deque[float] = deque(maxlen=window_size)
         self._num_points = 0
         self._last_value = 0.0
+        self._awaiting_live = False
+
+    def mark_warmed(self) -> None:
+        """History so far came from a warm-up: skip live zeros until live traffic shows up."""
+        self._awaiting_live = self._num_points > 0
 
     @property
     def num_points(self) -> int:
@@ -117,6 +125,9 @@ class BasePredictor:
     def add_data_point(self, value: float) -> None:
         """Append one observation, applying the shared input rules."""
         v = sanitize_value(value)
+        if v == 0.0 and self._awaiting_live:
+            return  # warmed up, no live traffic yet: keep the warmed level
+        self._awaiting_live = False
         self._last_value = v
         if self._num_points == 0 and v == 0.0:
             return  # no traffic yet
@@ -136,6 +147,21 @@ class BasePredictor:
         if not math.isfinite(forecast):
             return self._last_value
         return max(forecast, 0.0)
+
+    def predict_ahead(self, steps: int) -> float:
+        """Forecast for the interval ``steps`` ahead (1 = the next): the model's own multi-step
+        forecast where it has one (:meth:`_forecast_ahead`), else the next interval's; finite and
+        >= 0, the last value until ready."""
+        if steps <= 1 or not self.ready:
+            return self.predict_next()
+        forecast = self._forecast_ahead(steps)
+        if not math.isfinite(forecast):
+            return self.predict_next()
+        return max(forecast, 0.0)
+
+    def _forecast_ahead(self, steps: int) -> float:
+        """Multi-step forecast in input space; models without one repeat the next step's."""
+        return self._forecast()
 
     def to_fit_space(self, values: F64) -> F64:
         """Values as the model fits them: ``log1p`` when enabled, else unchanged."""

@@ -50,6 +50,18 @@ class LoadPredictors:
         if osl is not None:
             self.osl.add_data_point(osl)
 
+    def mark_warmed(self) -> None:
+        """The history so far is a warm-up (see BasePredictor.mark_warmed)."""
+        for predictor in (self.num_req, self.isl, self.osl):
+            mark = getattr(predictor, "mark_warmed", None)
+            if mark is not None:
+                mark()
+
+    def forecast_ahead(self, steps: int) -> float:
+        """The request count forecast for the interval ``steps`` ahead (1 = the next)."""
+        ahead = getattr(self.num_req, "predict_ahead", None)
+        return float(ahead(steps)) if ahead is not None else self.num_req.predict_next()
+
     def forecast(self) -> Forecast:
         """Each predictor's forecast for the next interval."""
         return Forecast(

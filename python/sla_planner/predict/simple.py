@@ -43,10 +43,13 @@ class LinearPredictor(BasePredictor):
         self.window_size = int(window_size)
 
     def _forecast(self) -> float:
+        return self._forecast_ahead(1)
+
+    def _forecast_ahead(self, steps: int) -> float:
         y = self.to_fit_space(np.fromiter(self._window, dtype=np.float64))
         n = y.size
         x = np.arange(n, dtype=np.float64)
         i, j = np.triu_indices(n, k=1)
         slope = float(np.median((y[j] - y[i]) / (x[j] - x[i])))
         intercept = float(np.median(y - slope * x))
-        return self.from_fit_space(intercept + slope * n)
+        return self.from_fit_space(intercept + slope * (n - 1 + steps))

@@ -96,6 +96,7 @@ def warm_up(
     series = warmup_series(spec, interval_s, skip_bad_lines=skip_bad_lines, stats=stats)
     for bucket in series:
         predictors.observe(bucket.num_req, bucket.isl, bucket.osl)
+    predictors.mark_warmed()
     logger.info(
         "load predictors warmed up from %s: %d requests in %d intervals of %g s",
         os.fspath(spec), stats.requests, len(series), interval_s,

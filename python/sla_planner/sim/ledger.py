@@ -81,7 +81,7 @@ def _idle_times_nb(px, py, pd, z, kv_min, kv_step, ctx_min, ctx_step, max_kv, gp
             itl_out[i] = 0.0
             continue
         kv = n + (steps - 1.0) / 2.0  # mean KV of the decode iterations (isl .. isl + osl - 2)
-        itl_ms = bilinear_nb(z, kv_min, kv_step, ctx_min, ctx_step, kv / max_kv, kv)
+        itl_ms = bilinear_nb(z, kv_min, kv_step, ctx_min, ctx_step, kv / max_kv, np.log(max(kv, 1.0)))
         itl_out[i] = itl_ms * time_scale / 1e3 + transfer_s / steps
 
 
@@ -118,7 +118,7 @@ class IdleFeasibility:
         ttft, itl = np.empty_like(li), np.empty_like(li)
         _idle_times_nb(
             p.prefill_isl, p.prefill_thpt_per_gpu, p.prefill_slopes, p.decode_itl_grid_ms,
-            p.kv_min, p.kv_step, p.ctx_min, p.ctx_step, float(p.max_kv_tokens), self._gpus,
+            p.kv_min, p.kv_step, p.log_ctx_min, p.log_ctx_step, float(p.max_kv_tokens), self._gpus,
             self._time_scale, self._transfer_s, li, lo, ttft, itl,
         )
         return ttft, itl
