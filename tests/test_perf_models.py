@@ -215,9 +215,10 @@ def test_decode_inside_hull_is_linear_interpolation() -> None:
         (25.0 - 1e-9, 0.49, 24.7, True),
         (40.0, 1.00, 40.0, True),
         (1e9, 1.00, 40.0, True),
-        (10.0 + 1e-9, 0.00, 10.0, True),
-        (10.0 - 1e-9, 0.00, 10.0, False),
-        (5.0, 0.00, 10.0, False),
+        # an empty cache (0 tokens/s) is never an operating point: the fastest one serves 1%
+        (10.3 + 1e-9, 0.01, 10.3, True),
+        (10.3 - 1e-9, 0.01, 10.3, False),
+        (5.0, 0.01, 10.3, False),
     ],
     ids=["just-meets-0.5", "just-misses-0.5", "max-exact", "huge-target", "just-meets-min", "just-misses-min", "unreachable"],
 )

@@ -142,9 +142,11 @@ class DecodeModel:
         self._ctx_grid = _frozen(np.exp(log_ctx_grid))
         self._itl_grid = _frozen(grids.itl_ms)
         self._thpt_grid = _frozen(grids.thpt_per_gpu)
-        # the best-point search skips grid rows past a full cache (NaN rows are skipped)
+        # the best-point search skips grid rows past a full cache, and cells that serve nothing
+        # (an empty cache's 0 tokens/s is never an operating point, even the fastest one)
         searchable = np.array(self._thpt_grid)
         searchable[kv_grid > 1.0 + 1e-12, :] = np.nan
+        searchable[~(searchable > 0.0)] = np.nan
         self._search = kernels.DecodeGridSearch(
             self._itl_grid, searchable, self._ctx_min, self._ctx_step
         )
