@@ -80,11 +80,11 @@ def test_attainment_leaves_out_requests_too_long_for_the_target() -> None:
     assert ServiceMoments(3.0, 0.0, True, ((3.0, 1.0),)).attainment(4, 0.1, 2.0) is None
 
 
-def test_burstier_arrivals_need_more_engines() -> None:
+def test_a_larger_wait_factor_needs_more_engines() -> None:
     m = ServiceMoments(mean_s=1.0, scv=1.0, from_histogram=False, mix=((1.0, 1.0),))
-    poisson = engines_for_ttft(3.0, m, 3.0, 0.95, 64)
-    bursty = engines_for_ttft(3.0, m, 3.0, 0.95, 64, arrival_scv=8.0)
-    assert poisson is not None and bursty is not None and bursty > poisson
+    modelled = engines_for_ttft(3.0, m, 3.0, 0.95, 64)
+    longer = engines_for_ttft(3.0, m, 3.0, 0.95, 64, wait_factor=8.0)
+    assert modelled is not None and longer is not None and longer > modelled
 
 
 def test_engines_for_ttft_boundaries() -> None:

@@ -266,7 +266,8 @@ class PlannerConfig(BaseModel):
     forecast_at_least_observed: bool = Field(
         True,
         description=(
-            "Plan for at least the request count observed in the last interval: trend "
+            "Plan for at least the request count observed in the last interval when it exceeds "
+            "the forecast by more than its Poisson noise (two standard deviations): trend "
             "predictors lag a step up, and under-provisioning builds queues that outlast it."
         ),
     )
@@ -320,7 +321,7 @@ class PlannerConfig(BaseModel):
         ),
     )
     scale_down_tolerance: float = Field(
-        0.1,
+        0.05,
         ge=0,
         lt=1,
         description=(

@@ -69,6 +69,8 @@ class CorrectionStatus(str, Enum):
     """Whether a correction factor was applied, and if not, why."""
 
     APPLIED = "applied"
+    FROM_ENGINE_METRICS = "from_engine_metrics"
+    """Measured forward-pass durations over the profile's for the same work (no queueing in it)."""
     DISABLED = "disabled"
     LOAD_SCALING_ON = "load_scaling_on"
     MISSING_INPUT = "missing_input"
@@ -94,9 +96,7 @@ class TrafficForecast:
     """Shape of the ISL distribution: (bucket upper bound, request count) from the last window."""
     backlog_clear_s: float | None = None
     """Seconds over which the backlog is to be cleared (None: the interval)."""
-    arrival_scv: float = 1.0
-    """Burstiness of arrivals (squared coefficient of variation of inter-arrival times; 1 for
-    Poisson) as the prefill queueing model sees it."""
+
 
     def backlog_window_s(self) -> float:
         """The time the backlog is spread over when sizing."""

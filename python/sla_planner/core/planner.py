@@ -21,10 +21,10 @@ from ..types import (
     TickKind,
     TrafficForecast,
 )
-from .calibration import ArrivalBurstiness
+from .calibration import EngineSpeed
 from .constrain import constrain
 from .drain import choose_drain
-from .headroom import ForecastErrors
+from .headroom import ForecastErrors, IslMix
 from .load import EngineCapabilities, LoadState, PoolLoadResult, load_step
 from .settings import CoreSettings
 from .throughput import DecodePerf, PrefillPerf, plan_throughput
@@ -170,14 +170,14 @@ class PlannerCore:
         self.startup = StartupTracker()
         self.stabilizer = Stabilizer()
         self.forecast_errors = ForecastErrors(s.headroom_quantile)
-        self.burstiness = ArrivalBurstiness(s.ttft_ms / 1e3)
-        self._was_behind = False
+        self.engine_speed = EngineSpeed()
         if s.enable_throughput and forecaster is None:
             raise ValueError("throughput-based scaling needs a forecaster")
         self.last_targets: dict[Pool, int] | None = None
         """The latest throughput recommendation per pool: the floor of the load loop."""
         self.last_load_targets: dict[Pool, int] | None = None
         self._isl_buckets: tuple[tuple[float, float], ...] | None = None
+        self._isl_mix = IslMix()
 
     # -- schedule -------------------------------------------------------------------------------
 
@@ -198,6 +198,13 @@ class PlannerCore:
         """Decide one tick."""
         if tick_input.current is not None:
             self.startup.observe(tick_input.now_s, tick_input.current, tick_input.ready)
+        if self.settings.mode != "agg":
+            self.engine_speed.observe(
+                tick_input.engines,
+                {Pool.PREFILL: 0, Pool.DECODE: 1},
+                self.prefill_model,
+                self.decode_model,
+            )
         if tick.kind is TickKind.THROUGHPUT and self.settings.enable_throughput:
             return self._throughput_tick(tick_input)
         if tick.kind is TickKind.LOAD and self.settings.enable_load:
@@ -382,7 +389,7 @@ class PlannerCore:
         osl = f.osl if _finite(f.osl) and f.osl > 0 else s.default_osl
         use_backlog = s.include_backlog and _finite(backlog) and (backlog or 0) > 0
         if traffic is not None and traffic.isl_buckets:
-            self._isl_buckets = traffic.isl_buckets
+            self._isl_buckets = self._isl_mix.add(traffic.isl_buckets)
         return TrafficForecast(
             f.num_req,
             isl,
@@ -392,21 +399,15 @@ class PlannerCore:
             self._isl_buckets,
         )
 
-    def _calibrate(self, traffic: ObservedTraffic, inp: TickInput, point: TrafficForecast) -> None:
-        """Learn the arrival burstiness the prefill queueing model needs from the window."""
-        if self.prefill_model is None or self.settings.mode not in ("disagg", "prefill"):
-            return
-        behind = self._behind(inp, point)
-        serving = (inp.ready or inp.current or {}).get(Pool.PREFILL)
-        model = self.prefill_model
-        self.burstiness.observe(
-            traffic,
-            self.settings.throughput_interval_s,
-            serving,
-            lambda isl: model.ttft_ms(isl) / 1e3,
-            backlog=behind or self._was_behind,
-        )
-        self._was_behind = behind
+    def _calibrate(self, traffic: ObservedTraffic) -> None:
+        """Give the engine-speed calibration the window's ISL mix (prefill passes are judged
+        against the profile's cost for it)."""
+        if self.prefill_model is not None and traffic.num_req and self.settings.mode != "agg":
+            self.engine_speed.set_isl_mix(
+                traffic,
+                self.prefill_model,
+                self.settings.limits.gpus_per_engine.get(Pool.PREFILL, 1),
+            )
 
     def _project_backlog(self, forecast: TrafficForecast, inp: TickInput) -> TrafficForecast:
         """The prompt backlog as it will be when engines asked for now are ready, spread over
@@ -455,28 +456,37 @@ class PlannerCore:
         ahead = getattr(self.forecaster, "forecast_ahead", None)
         busiest = max(point.num_req, float(ahead(horizon)) if ahead is not None else 0.0)
         planned = self.forecast_errors.upper(busiest)
-        if s.forecast_at_least_observed:
-            # Scale up as fast as load rises: a trend model lags a step; never plan below the
-            # load just seen.
+        if s.forecast_at_least_observed and observed > busiest + 2.0 * math.sqrt(max(busiest, 1.0)):
+            # Scale up as fast as load rises: a trend model lags a step, so a count above the
+            # forecast by more than its Poisson noise (two standard deviations) is planned for as
+            # it is. Within the noise it is the noise the queueing models already allow for.
             planned = max(planned, observed)
-        self._calibrate(traffic, inp, point)
-        forecast = dataclasses.replace(point, num_req=planned, arrival_scv=self.burstiness.scv)
+        self._calibrate(traffic)
+        forecast = dataclasses.replace(point, num_req=planned)
         forecast = self._project_backlog(forecast, inp)
         if inp.current is None:
             return Decision(
                 inp.now_s, TickKind.THROUGHPUT, None, DecisionReason.UNKNOWN_WORKERS, forecast=forecast
             )
         current_decode = inp.current.get(Pool.DECODE) or inp.current.get(Pool.AGG)
-        plan = plan_throughput(
-            forecast, s.throughput, self.prefill_model, self.decode_model, traffic, current_decode
-        )
+        speed = {
+            pool: self.engine_speed.factor(pool)
+            for pool in (Pool.PREFILL, Pool.DECODE)
+            if self.engine_speed.samples.get(pool)
+        }
+
+        def plan_for(f: TrafficForecast) -> Any:
+            return plan_throughput(
+                f, s.throughput, self.prefill_model, self.decode_model, traffic, current_decode, speed
+            )
+
+        plan = plan_for(forecast)
         detail = plan.to_dict()
         detail["forecast_point_num_req"] = point.num_req
         detail["forecast_horizon_num_req"] = busiest
         detail["forecast_planned_num_req"] = planned
-        detail["arrival_scv"] = self.burstiness.scv
-        if self.burstiness.last is not None:
-            detail["arrival_scv_window"] = self.burstiness.last
+        detail["observed_ttft_within_sla"] = traffic.ttft_share_within(s.ttft_ms / 1e3)
+        detail["engine_speed"] = {p.value: f for p, f in speed.items()}
         pool_reasons = {p: prop.reason.value for p, prop in plan.proposals.items()}
         if plan.replicas is None:
             return Decision(
@@ -492,28 +502,16 @@ class PlannerCore:
         tol = s.tolerance
         relaxed = plan
         if tol > 0.0 and planned > 0.0:
-            relaxed = plan_throughput(
+            relaxed = plan_for(
                 dataclasses.replace(
                     forecast,
                     num_req=planned / (1.0 - tol),
                     backlog_prefill_tokens=forecast.backlog_prefill_tokens / (1.0 - tol),
-                ),
-                s.throughput,
-                self.prefill_model,
-                self.decode_model,
-                traffic,
-                current_decode,
+                )
             )
         steady_plan = plan
         if forecast.backlog_prefill_tokens > 0.0:
-            steady_plan = plan_throughput(
-                dataclasses.replace(forecast, backlog_prefill_tokens=0.0),
-                s.throughput,
-                self.prefill_model,
-                self.decode_model,
-                traffic,
-                current_decode,
-            )
+            steady_plan = plan_for(dataclasses.replace(forecast, backlog_prefill_tokens=0.0))
         wanted: dict[Pool, int] = {}
         recommended: dict[Pool, int] = {}
         steady: dict[Pool, int] = {}

@@ -6,16 +6,19 @@ but not for a TTFT target: requests wait behind each other, and with heavy-taile
 an M/G/c queue: Poisson arrivals at rate ``lam``, service time S (the profiled TTFT of a prompt)
 with mean ``mean_s`` and squared coefficient of variation ``scv``, ``c`` engines. The probability
 that a request waits is Erlang C; its waiting-time tail is taken from M/M/c with the decay rate
-scaled by ``2 / (ca2 + scv)`` (the Allen-Cunneen / Kingman correction for general arrivals and
-service times; ``ca2`` is the squared coefficient of variation of inter-arrival times, 1 for
-Poisson):
+scaled by ``2 / (k * (1 + scv))`` (the Allen-Cunneen / Kingman correction for general service
+times, ``(ca2 + scv) / 2`` with Poisson's ``ca2 = 1``, times a calibration ``k``):
 
-    P(W > t) ~= C(c, a) * exp(-(c / mean_s - lam) * t * 2 / (ca2 + scv)),   a = lam * mean_s
+    P(W > t) ~= C(c, a) * exp(-(c / mean_s - lam) * t * 2 / (k * (1 + scv))),   a = lam * mean_s
 
-Real arrivals are burstier than Poisson (a conversation trace sends requests in batches), and
-the pool is a set of per-engine FIFO queues behind a router, not one shared queue; both lengthen
-waits. :func:`implied_arrival_scv` reads the ``ca2`` that explains an observed mean wait (mean
-TTFT minus mean service), which the planner tracks to calibrate the model online.
+``k`` (the *wait factor*) is 1 for the model as it stands, and more for arrivals burstier than
+Poisson (``k = (ca2 + scv) / (1 + scv)`` for inter-arrival SCV ``ca2``). The planner sizes with
+``k = 1``: measured against the simulator on bursty conversation traces and Poisson ones, the
+model is a little optimistic at the engine counts where it matters and pessimistic at larger
+ones, and attempts to learn ``k`` online from frontend TTFT proved too noisy to act on (the
+misses it would learn from are a few percent, the same size as the uncertainty in which prompts
+could never meet the target). :func:`implied_wait_factor` reads the ``k`` that explains an
+observed mean wait, for analysis.
 
 A request meets its TTFT when its wait is at most ``ttft_target - S`` for its own service time S,
 so the attainment the pool reaches is the mix, over the ISL histogram's buckets, of
@@ -43,7 +46,7 @@ __all__ = [
     "service_moments",
     "engines_for_ttft",
     "engines_for_itl",
-    "implied_arrival_scv",
+    "implied_wait_factor",
 ]
 
 
@@ -66,22 +69,22 @@ def erlang_c(c: int, a: float) -> float:
 
 
 def wait_tail(
-    c: int, lam: float, mean_s: float, scv: float, t: float, arrival_scv: float = 1.0
+    c: int, lam: float, mean_s: float, scv: float, t: float, wait_factor: float = 1.0
 ) -> float:
-    """Approximate P(wait > t) for G/G/c; 1.0 when the queue is unstable."""
+    """Approximate P(wait > t) for M/G/c scaled by ``wait_factor``; 1.0 when unstable."""
     a = lam * mean_s
     if a >= c:
         return 1.0
     if t <= 0.0:
         return erlang_c(c, a)
-    decay = (c / mean_s - lam) * 2.0 / (max(arrival_scv, 0.0) + max(scv, 0.0))
+    decay = (c / mean_s - lam) * 2.0 / (max(wait_factor, 1e-3) * (1.0 + max(scv, 0.0)))
     return erlang_c(c, a) * math.exp(-decay * t)
 
 
-def implied_arrival_scv(
+def implied_wait_factor(
     c: int, lam: float, mean_s: float, scv: float, mean_wait_s: float
 ) -> float | None:
-    """The arrival SCV for which the model's mean wait, ``C(c, a) * (ca2 + scv) / 2 /
+    """The wait factor for which the model's mean wait, ``C(c, a) * k * (1 + scv) / 2 /
     (c / mean_s - lam)``, equals ``mean_wait_s``; None when the window says nothing about it
     (unstable, or too little queueing for the wait to be more than noise: C(c, a) < 0.02)."""
     if c <= 0 or lam <= 0.0 or mean_s <= 0.0 or not math.isfinite(mean_wait_s):
@@ -92,7 +95,7 @@ def implied_arrival_scv(
     wait_prob = erlang_c(c, a)
     if wait_prob < 0.02:
         return None
-    return 2.0 * max(mean_wait_s, 0.0) * (c / mean_s - lam) / wait_prob - max(scv, 0.0)
+    return 2.0 * max(mean_wait_s, 0.0) * (c / mean_s - lam) / (wait_prob * (1.0 + max(scv, 0.0)))
 
 
 @dataclass(frozen=True)
@@ -106,7 +109,7 @@ class ServiceMoments:
     mix: tuple[tuple[float, float], ...] = ()
 
     def attainment(
-        self, c: int, lam: float, ttft_target_s: float, arrival_scv: float = 1.0
+        self, c: int, lam: float, ttft_target_s: float, wait_factor: float = 1.0
     ) -> float | None:
         """Share of feasible requests whose TTFT meets the target with ``c`` engines; None when
         none is feasible."""
@@ -116,7 +119,7 @@ class ServiceMoments:
         if total <= 0.0:
             return None
         met = sum(
-            w * (1.0 - wait_tail(c, lam, self.mean_s, self.scv, ttft_target_s - s, arrival_scv))
+            w * (1.0 - wait_tail(c, lam, self.mean_s, self.scv, ttft_target_s - s, wait_factor))
             for s, w in feasible
         )
         return met / total
@@ -180,7 +183,7 @@ def engines_for_ttft(
     ttft_target_s: float,
     attainment: float,
     max_engines: int,
-    arrival_scv: float = 1.0,
+    wait_factor: float = 1.0,
 ) -> int | None:
     """Smallest engine count meeting the TTFT target for ``attainment`` of the feasible requests.
 
@@ -191,7 +194,7 @@ def engines_for_ttft(
         return 1
     c = max(1, math.floor(lam * moments.mean_s) + 1)
     while c <= max_engines:
-        reached = moments.attainment(c, lam, ttft_target_s, arrival_scv)
+        reached = moments.attainment(c, lam, ttft_target_s, wait_factor)
         if reached is None:
             return None
         if reached >= attainment:

@@ -61,7 +61,7 @@ class CoreSettings:
     """Configured engine start-up time (refined live by observed ready times)."""
     stabilization_s: float | None = None
     """Scale-down stabilisation window; None follows the (learned) start-up time."""
-    tolerance: float = 0.1
+    tolerance: float = 0.05
     headroom_quantile: float = 0.9
     throughput: ThroughputSettings = field(default_factory=ThroughputSettings)
     load: LoadSettings | None = None
@@ -98,7 +98,7 @@ class CoreSettings:
             include_backlog=bool(cfg.throughput_include_backlog),
             startup_s=float(_cfg(cfg, "engine_startup_time", 120.0)),
             stabilization_s=None if stabilization is None else float(stabilization),
-            tolerance=float(_cfg(cfg, "scale_down_tolerance", 0.1)),
+            tolerance=float(_cfg(cfg, "scale_down_tolerance", 0.05)),
             headroom_quantile=float(_cfg(cfg, "forecast_headroom_quantile", 0.0)),
             throughput=ThroughputSettings.from_config(cfg),
             load=LoadSettings.from_config(cfg),

@@ -283,6 +283,16 @@ def decode_correction(
     return _ratio(observed.itl_ms, expected, CorrectionStatus.APPLIED)
 
 
+def _prefill_factor(cf: Correction) -> float:
+    """How much longer prefill takes than profiled: an observed-TTFT factor is capped at 1 (its
+    excess is mostly queueing), an engine-metrics factor is taken as measured."""
+    if cf.factor is None:
+        return 1.0
+    if cf.status is CorrectionStatus.FROM_ENGINE_METRICS:
+        return cf.factor
+    return min(1.0, cf.factor)
+
+
 def _replicas(raw: float, min_endpoint: int, idle: bool) -> tuple[int, ThroughputReason]:
     if idle:
         return min_endpoint, ThroughputReason.IDLE_FORECAST
@@ -303,7 +313,7 @@ def _prefill_share(
         forecast.num_req * forecast.isl / forecast.interval_s
         + forecast.backlog_prefill_tokens / forecast.backlog_window_s()
     )
-    factor = min(1.0, cf.factor) if cf.factor is not None else 1.0
+    factor = _prefill_factor(cf)
     return demand * factor, model.thpt_per_gpu(forecast.isl), demand
 
 
@@ -384,14 +394,14 @@ def _queue_aware_prefill(
     forecast: TrafficForecast, model: PrefillPerf, cf: Correction, settings: ThroughputSettings
 ) -> tuple[int | None, dict[str, Any]]:
     """Engines an M/G/c model of the pool needs for the TTFT attainment target (see queueing)."""
-    factor = min(1.0, cf.factor) if cf.factor is not None else 1.0
+    factor = _prefill_factor(cf)
     moments = service_moments(
         lambda isl: model.ttft_ms(isl) / 1e3 * factor, forecast.isl, forecast.isl_buckets
     )
     lam = forecast.num_req / forecast.interval_s
     cap = settings.max_engines(settings.prefill_engine_num_gpu)
     engines = engines_for_ttft(
-        lam, moments, settings.ttft_ms / 1e3, settings.ttft_attainment, cap, forecast.arrival_scv
+        lam, moments, settings.ttft_ms / 1e3, settings.ttft_attainment, cap
     )
     return engines, {
         "arrival_rate_per_s": lam,
@@ -399,7 +409,6 @@ def _queue_aware_prefill(
         "service_scv": moments.scv,
         "from_isl_histogram": moments.from_histogram,
         "attainment_target": settings.ttft_attainment,
-        "arrival_scv": forecast.arrival_scv,
         "engines": engines,
     }
 
@@ -518,11 +527,14 @@ def plan_throughput(
     decode_model: DecodePerf | None,
     observed: ObservedTraffic | None = None,
     current_decode_replicas: int | None = None,
+    engine_speed: dict[Pool, float] | None = None,
 ) -> ThroughputPlan:
     """Size every pool of the mode for the forecast, then apply the GPU budget.
 
     An untrustworthy forecast (non-finite or negative numbers) holds: ``replicas`` is None and every
     pool's reason is ``unknown_traffic``. Missing models for a pool the mode needs is a ValueError.
+    ``engine_speed`` (per pool: measured over profiled forward-pass duration, from engine metrics)
+    replaces that pool's latency-based correction factor.
     """
     pools = settings.pools()
     needs_prefill = Pool.PREFILL in pools or Pool.AGG in pools
@@ -546,6 +558,10 @@ def plan_throughput(
         corrections[Pool.DECODE] = decode_correction(
             obs, decode_model, settings, current_decode_replicas, forecast.interval_s
         )
+    for pool, factor in (engine_speed or {}).items():
+        # measured engine speed replaces the latency-based factor (which holds queueing)
+        if pool in corrections and math.isfinite(factor) and factor > 0:
+            corrections[pool] = Correction(factor, CorrectionStatus.FROM_ENGINE_METRICS)
 
     proposals: dict[Pool, PoolProposal] = {}
     if Pool.PREFILL in pools:
