@@ -204,7 +204,6 @@ BAD_CLI = [
     (["--policies", "planner:sla?ttft=-5"], "policy 'planner:sla': "),
     (["--max-gpu-budget", "0"], "max_gpu_budget"),
     (["--best-static-target", "0"], "--best-static-target: must be in (0, 1]"),
-    (["--jobs", "0"], "--jobs: must be >= 1"),
     (["--sim-time-scale", "0"], "--sim-time-scale: every value must be > 0"),
     (["--mode", "prefill"], "evaluate simulates 'disagg' or 'agg'"),
     (["--initial-replicas", "3,x"], "--initial-replicas"),

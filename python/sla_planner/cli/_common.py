@@ -18,6 +18,7 @@ from ..errors import SlaPlannerError
 __all__ = [
     "MAX_COUNT",
     "output_path",
+    "load_config_and_models",
     "MAX_NUMBER",
     "MAX_SECONDS",
     "positive_float",
@@ -86,6 +87,14 @@ def output_path(text: str) -> str:
     return text
 
 
+def load_config_and_models(cfg: Any) -> tuple[Any, Any]:
+    """``cfg`` with the profile's GPUs per engine where the user set none, and the models."""
+    from ..perf import adopt_profile_gpus
+
+    models = load_models(cfg)
+    return adopt_profile_gpus(cfg, models), models
+
+
 def load_models(cfg: Any) -> Any:
     """The prefill/decode models of ``cfg.profile_results_dir`` for the pools of its mode."""
     from ..perf import load_profile
@@ -101,13 +110,4 @@ def load_models(cfg: Any) -> Any:
         need_prefill=bool(pools & {"prefill", "agg"}),
         need_decode=bool(pools & {"decode", "agg"}),
     )
-    if models.num_gpu is not None:
-        for pool in sorted(pools):
-            if cfg.engine_num_gpu(pool) != models.num_gpu:
-                logging.getLogger("sla_planner").warning(
-                    "profile %s was taken with %d GPU(s) per engine but %s engines have %d: "
-                    "set --%s-engine-num-gpu %d to match",
-                    models.source, models.num_gpu, pool, cfg.engine_num_gpu(pool),
-                    "prefill" if pool == "prefill" else "decode", models.num_gpu,
-                )
     return models

@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import SlaPlannerError
 from ._common import MAX_SECONDS, float_in
 from ._common import count as _count
-from ._common import load_models as _load_models
+from ._common import load_config_and_models
 from ._common import positive_float as _positive_float
 
 __all__ = ["add_plan_parser"]
@@ -50,7 +50,7 @@ def _run_plan(ns: argparse.Namespace) -> int:
     from ..types import ObservedTraffic, TrafficForecast
 
     cfg = config_from_args(ns)
-    models = _load_models(cfg)
+    cfg, models = load_config_and_models(cfg)
     interval = ns.interval if ns.interval is not None else float(cfg.throughput_adjustment_interval)
     if interval <= 0:
         raise SlaPlannerError(f"--interval must be > 0 seconds, got {interval}")

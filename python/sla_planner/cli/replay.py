@@ -103,14 +103,14 @@ def _open_requests(ns: argparse.Namespace, stats: Any) -> Any:
 
 
 def _run(ns: argparse.Namespace, cfg: Any) -> dict[str, Any]:
-    from ._common import load_models as _load_models
+    from ._common import load_config_and_models
     from ..perf import load_profile
     from ..replay import ReplayOptions, run_replay
     from ..sim.cluster import SimCluster, SimPerf, SimSettings
     from ..traces.mooncake import TraceStats
 
     pools = _sim_pools(cfg.mode)
-    models = _load_models(cfg)
+    cfg, models = load_config_and_models(cfg)
     sim_models = models
     if ns.sim_profile_results_dir is not None:
         sim_models = load_profile(ns.sim_profile_results_dir, need_prefill=True, need_decode=True)

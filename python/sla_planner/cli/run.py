@@ -90,11 +90,13 @@ class RunArgs:
 def build_policy(cfg: Any, args: RunArgs) -> Any:
     """The policy `args.policy` names, with the profile's models and the engines' limits."""
     from ..core.load import EngineCapabilities
-    from ._common import load_models
+    from ._common import load_config_and_models
     from .replay import make_policy
 
     needs_profile = args.policy == "planner" and cfg.enable_throughput_scaling
-    models = load_models(cfg) if (cfg.profile_results_dir is not None or needs_profile) else None
+    models = None
+    if cfg.profile_results_dir is not None or needs_profile:
+        cfg, models = load_config_and_models(cfg)
     max_kv = args.max_kv_tokens
     if max_kv is None and models is not None and models.decode is not None:
         max_kv = int(models.decode.max_kv_tokens)

@@ -81,7 +81,7 @@ def _config(matrix: Matrix, cell: Cell, overrides: dict[str, Any] | None = None)
 
 def _group(task: CellTask) -> _Group:
     from ..core.load import EngineCapabilities
-    from ..perf import load_profile
+    from ..perf import adopt_profile_gpus, load_profile
     from ..sim.cluster import SimPerf, SimSettings
 
     cell, matrix = task.cell, task.matrix
@@ -97,6 +97,7 @@ def _group(task: CellTask) -> _Group:
     if cfg.mode not in ("disagg", "agg"):
         raise ConfigError(f"mode: evaluate simulates 'disagg' or 'agg' deployments, not {cfg.mode!r}")
     models = load_profile(cell.profile.spec)
+    cfg = adopt_profile_gpus(cfg, models)
     sim_models = models if cell.profile.sim_spec is None else load_profile(cell.profile.sim_spec)
     if sim_models.prefill is None or sim_models.decode is None:  # load_profile reads both sides
         raise SlaPlannerError(f"profile {cell.profile.simulated}: the simulator needs prefill and decode data")

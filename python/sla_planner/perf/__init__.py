@@ -12,6 +12,7 @@ from .decode import DecodeModel, DecodeOperatingPoint
 from .prefill import PrefillModel
 from .profile_data import (
     ProfileModels,
+    adopt_profile_gpus,
     builtin_profiles,
     load_profile,
     read_decode_data,
@@ -27,6 +28,7 @@ __all__ = [
     "PrefillData",
     "PrefillModel",
     "ProfileModels",
+    "adopt_profile_gpus",
     "builtin_profiles",
     "load_profile",
     "read_decode_data",

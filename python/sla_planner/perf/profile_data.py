@@ -23,6 +23,8 @@ The rules the arrays must satisfy are in :mod:`sla_planner.perf.validation`.
 
 from __future__ import annotations
 
+import logging
+
 import math
 import os
 import zipfile
@@ -300,3 +302,28 @@ def _num_gpu(directory: Traversable) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ProfileDataError(f"{file}: key 'num_gpu' must be an integer >= 1, got {value!r}")
     return value
+
+
+def adopt_profile_gpus(cfg: Any, models: ProfileModels) -> Any:
+    """``cfg`` with ``prefill_engine_num_gpu`` / ``decode_engine_num_gpu`` set to the GPUs per
+    engine the profile was taken with (its metadata's ``num_gpu``), for each field the user did
+    not set: throughput per GPU times the wrong GPU count would size every pool wrongly. A field
+    the user set to something else is kept, with a warning."""
+    if models.num_gpu is None:
+        return cfg
+    fields = ("prefill_engine_num_gpu", "decode_engine_num_gpu")
+    chosen: set[str] = set(getattr(cfg, "model_fields_set", set()))
+    update = {f: models.num_gpu for f in fields if f not in chosen and getattr(cfg, f) != models.num_gpu}
+    for f in fields:
+        if f in chosen and getattr(cfg, f) != models.num_gpu:
+            logging.getLogger("sla_planner").warning(
+                "profile %s was taken with %d GPU(s) per engine but %s is %d",
+                models.source, models.num_gpu, f, getattr(cfg, f),
+            )
+    if not update:
+        return cfg
+    data = {name: getattr(cfg, name) for name in chosen}
+    data.update(update)
+    rebuilt = type(cfg).model_validate(data)
+    object.__setattr__(rebuilt, "__pydantic_fields_set__", set(chosen))
+    return rebuilt
