@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from typing import Any
 
@@ -128,6 +129,8 @@ def _run(ns: argparse.Namespace) -> int:
     from ..evaluate.output import format_table, results_document, write_outputs
 
     _check_ranges(ns)
+    # SIGTERM ends the run like Ctrl-C: the worker processes are stopped, not orphaned
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     matrix = build_matrix(**_settings(ns))
     check_matrix(matrix)
     cells = len(matrix.cells())

@@ -149,9 +149,13 @@ def _run_processes(tasks: list[CellTask], jobs: int, done: Callable[[dict[str, A
                     done(f.result())
         except BrokenProcessPool:
             raise SlaPlannerError("a worker process died (out of memory?); rerun with fewer --jobs") from None
-        finally:
-            for f in futures:
-                f.cancel()
+        except BaseException:
+            # interrupted (Ctrl-C, SIGTERM) or a cell failed: stop the workers now rather than
+            # leave them running cells after this process is gone (the pending futures then
+            # fail with the broken pool; cancelling them too races the pool's own thread)
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            raise
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
