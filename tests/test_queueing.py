@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 from sla_planner.core.queueing import (
     ServiceMoments,
+    engines_for_itl,
     engines_for_ttft,
     erlang_c,
     service_moments,
@@ -107,3 +108,14 @@ def test_engines_for_ttft_is_stable_and_monotone_in_load(lam: float, mean_s: flo
     assert c is not None and c > lam * mean_s  # always a stable queue
     more = engines_for_ttft(lam * 1.5, m, target, q, 10_000)
     assert more is not None and more >= c
+
+
+def test_decode_engines_for_the_lifetime_average_batch() -> None:
+    # limit 6.5 sequences at 95%: (110 + 1.645 * sqrt(0.7358 * 110)) / 6.5 = 19.2 -> 20 engines
+    # (each engine's batch taken as independently Poisson would say 40)
+    assert engines_for_itl(110.0, 6.5, 0.95, 1, 1000) == 20
+    assert engines_for_itl(110.0, 6.5, 0.5, 1, 1000) == 17  # the mean alone: ceil(110 / 6.5)
+    assert engines_for_itl(110.0, 6.5, 0.95, 25, 1000) == 25  # never below the formula's count
+    assert engines_for_itl(110.0, 6.5, 0.95, 1, 19) is None  # past the budget
+    assert engines_for_itl(110.0, 0.9, 0.95, 1, 1000) is None  # no batch meets the target
+    assert engines_for_itl(0.0, 6.5, 0.95, 3, 1000) == 3

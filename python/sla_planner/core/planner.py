@@ -363,18 +363,20 @@ class PlannerCore:
     def _load_opinion(self, result: PoolLoadResult, current: int, target: int) -> int | None:
         """What a load result says about the pool's size, for the stabilisation record.
 
-        Over the SLA: one more engine. Near it: the current size (engines at 80-100% of the SLA
-        must not be thinned by the throughput loop either). Under it: with the throughput loop on,
-        no opinion (sizing is the plan's job, the load loop only answers bursts above it);
-        without it, the load loop's own step down.
+        Over the SLA: one more engine. With the throughput loop on, nothing else: sizing is the
+        plan's job and the load loop answers bursts above it (its "near" and "under" readings
+        are single forward passes of a few engines, too noisy to pin a pool's size on). Without
+        it, near the SLA: the current size; under it: the load loop's own step down.
         """
         band = result.detail.get("band")
         if band == "over":
             return target
+        if self.settings.enable_throughput:
+            return None
         if band == "near":
             return current
         if band == "below":
-            return None if self.settings.enable_throughput else target
+            return target
         return None
 
     # -- throughput loop ------------------------------------------------------------------------
